@@ -1,0 +1,103 @@
+"""Prunable weights, the mask file format every stage shares, and mask arithmetic.
+
+A mask is a dict `{parameter name: bool tensor}` covering every Conv2d and Linear weight (biases and BatchNorm
+are never pruned). A mask file is `torch.save({"masks": masks, "meta": {...}})`, the meta recording at least
+method, target and achieved density, per-layer densities, seed, model, dataset and source checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .io import InputFileError, load_torch, save_torch
+
+Masks = dict[str, torch.Tensor]
+
+REQUIRED_META = ("method", "target_density", "density", "layer_density", "seed", "model", "dataset", "source")
+
+
+def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every Conv2d and Linear weight, keyed by its `named_parameters()` name, in model order."""
+    return {
+        f"{module_name}.weight" if module_name else "weight": module.weight
+        for module_name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    }
+
+
+def density(masks: Mapping[str, torch.Tensor]) -> float:
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    return kept / total
+
+
+def layer_densities(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    return {name: float(m.float().mean()) for name, m in masks.items()}
+
+
+def dense_masks(model: nn.Module) -> Masks:
+    return {name: torch.ones_like(p, dtype=torch.bool) for name, p in prunable_parameters(model).items()}
+
+
+def check_masks(masks: Mapping[str, torch.Tensor], model: nn.Module, source: str = "mask") -> None:
+    """Raise a ValueError naming the first layer where `masks` does not fit `model`."""
+    params = prunable_parameters(model)
+    for name, param in params.items():
+        if name not in masks:
+            raise ValueError(f"{source}: no mask for prunable weight {name!r} of the model")
+        mask = masks[name]
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError(f"{source}: mask {name!r} must be a bool tensor, got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        if tuple(mask.shape) != tuple(param.shape):
+            raise ValueError(f"{source}: mask {name!r} has shape {tuple(mask.shape)} but the model's weight has "
+                             f"{tuple(param.shape)} (was it made for another model or width?)")
+    extra = sorted(set(masks) - set(params))
+    if extra:
+        raise ValueError(f"{source}: mask names a weight the model does not have: {extra[0]!r}")
+
+
+def empty_layers(masks: Mapping[str, torch.Tensor]) -> list[str]:
+    """Layers with no weight left: a collapsed layer disconnects the network."""
+    return [name for name, m in masks.items() if not bool(m.any())]
+
+
+def build_meta(masks: Mapping[str, torch.Tensor], **fields) -> dict:
+    """Meta with the achieved densities computed from the masks themselves."""
+    meta = dict(fields)
+    meta["density"] = density(masks)
+    meta["layer_density"] = layer_densities(masks)
+    meta["empty_layers"] = empty_layers(masks)
+    return meta
+
+
+def save_mask_file(path: str | os.PathLike, masks: Mapping[str, torch.Tensor], meta: Mapping) -> None:
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise ValueError(f"mask meta for {path} lacks {missing}")
+    save_torch({"masks": {k: v.detach().to("cpu", torch.bool) for k, v in masks.items()}, "meta": dict(meta)}, path)
+
+
+def load_mask_file(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[Masks, dict]:
+    """Load and validate a mask file; with `model`, also check every name and shape against it."""
+    payload = load_torch(path, what="mask file")
+    if not isinstance(payload, dict) or "masks" not in payload or "meta" not in payload:
+        raise InputFileError(f"mask file {path} is not a mask file (expected a dict with 'masks' and 'meta')")
+    masks, meta = payload["masks"], payload["meta"]
+    if model is not None:
+        try:
+            check_masks(masks, model, source=f"mask file {path}")
+        except ValueError as exc:
+            raise InputFileError(str(exc)) from exc
+    return masks, meta
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned weights in place."""
+    for name, param in prunable_parameters(model).items():
+        param.mul_(masks[name].to(param.device, param.dtype))

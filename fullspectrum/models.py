@@ -1,0 +1,100 @@
+"""CIFAR-style ResNet18/34 (3x3 stem, no max-pool, 1x1 convolution shortcuts) with a width multiplier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+ARCHITECTURES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, blocks: tuple[int, ...], num_classes: int, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        in_planes = width
+        stages = []
+        for index, count in enumerate(blocks):
+            planes = width * 2**index
+            layers = []
+            for block in range(count):
+                stride = 2 if index > 0 and block == 0 else 1
+                layers.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def build(name: str, num_classes: int, width: int = 64) -> ResNet:
+    """Build a CIFAR ResNet by name; `width` is the stem's channel count (64 in the paper)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(ARCHITECTURES)}")
+    if width < 1 or num_classes < 1:
+        raise ValueError(f"width and num_classes must be positive, got width={width}, num_classes={num_classes}")
+    return ResNet(ARCHITECTURES[name], num_classes, width)
+
+
+def build_seeded(name: str, num_classes: int, width: int, seed: int) -> ResNet:
+    """The seed's initialisation: the same seed gives the same weights on every machine (built on the CPU)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(name, num_classes, width)
+
+
+def save_weights(path, model: nn.Module, meta: dict) -> None:
+    """A self-describing weights file: the state dict plus the meta needed to rebuild the model.
+
+    `meta` must hold `model`, `num_classes` and `width`; more provenance (dataset, seed, iterations) is welcome.
+    """
+    from .io import save_torch
+
+    for key in ("model", "num_classes", "width"):
+        if key not in meta:
+            raise ValueError(f"weights meta for {path} lacks {key!r}")
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    save_torch({"state_dict": state, "meta": dict(meta)}, path)
+
+
+def load_weights(path) -> tuple[ResNet, dict]:
+    """Rebuild the model a weights file describes and load its state (on the CPU)."""
+    from .io import InputFileError, load_torch
+
+    payload = load_torch(path, what="weights file")
+    if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
+        raise InputFileError(f"weights file {path} is not a weights file (expected 'state_dict' and 'meta')")
+    meta = payload["meta"]
+    model = build(meta["model"], meta["num_classes"], meta["width"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise InputFileError(f"weights file {path} does not fit a {meta['model']} of width {meta['width']}: "
+                             f"{str(exc).splitlines()[0]} ...") from exc
+    return model, meta
