@@ -1,0 +1,22 @@
+# Workflow for "Don't Just Prune by Magnitude! Your Mask Topology is Another Secret Weapon" (NeurIPS 2023).
+#   snakemake --cores 8 --use-conda                  the paper grid (config.yaml)
+#   snakemake --configfile config/embedded.yaml ...   the embedded CPU default (make demo)
+#   snakemake table2 | fig1 | tables | figures         one artefact and only what it needs
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/pretrain.smk"
+
+
+localrules:
+    all,
+    prepare_data,
+
+
+rule all:
+    input:
+        [wf.pretrain_path(RESULTS, *need) for need in wf.pretrain_needs(config)],

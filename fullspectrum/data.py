@@ -1,0 +1,165 @@
+"""Datasets as compact uint8 tensors, kept whole on the training device, augmented there in whole batches.
+
+`prepare(name, ...)` materialises a dataset once as `{"train_x": uint8 [N,3,32,32], "train_y": int64 [N],
+"test_x", "test_y", "meta"}`; `DeviceData` loads that file onto the CPU or GPU and yields normalised batches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import InputFileError, load_torch, save_torch
+
+DATASETS = {"digits": 10, "cifar10": 10, "cifar100": 100}
+# CIFAR normalisation, used for every dataset so digits exercises exactly the CIFAR transforms.
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def num_classes(name: str) -> int:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_digits_tensors(test_fraction: float = 0.2, split_seed: int = 0) -> dict:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, resized to 3x32x32 uint8, with a fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]  # [N,1,8,8] in [0,1]
+    images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=split_seed, stratify=digits.target
+    )
+    train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
+    return {
+        "train_x": images[train_idx], "train_y": labels[train_idx],
+        "test_x": images[test_idx], "test_y": labels[test_idx],
+        "meta": {"dataset": "digits", "source": "sklearn.datasets.load_digits", "test_fraction": test_fraction,
+                 "split_seed": split_seed},
+    }
+
+
+def load_cifar_tensors(name: str, root: str | os.PathLike, download: bool, verify: bool = True) -> dict:
+    """CIFAR-10/100 through torchvision's own dataset classes (which read the python-pickle archive format).
+
+    `verify=False` skips torchvision's MD5 check; only tests use it, on small CIFAR-format trees they write.
+    """
+    from torchvision import datasets
+
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    if not verify:
+        cls = type(cls.__name__, (cls,), {"_check_integrity": lambda self: True})
+    root = Path(root)
+    try:
+        splits = {train: cls(root=str(root), train=train, download=download) for train in (True, False)}
+    except RuntimeError as exc:
+        folder = root / cls.base_folder
+        raise InputFileError(
+            f"{name} not found or corrupted under {folder} ({exc}). Put the official archive "
+            f"{cls.filename} into {root} (it is extracted there), or set `download: true` in the config on a "
+            "machine with internet access."
+        ) from exc
+    out = {"meta": {"dataset": name, "source": f"torchvision.datasets.{cls.__name__}", "root": str(root)}}
+    for train, split in splits.items():
+        key = "train" if train else "test"
+        out[f"{key}_x"] = torch.from_numpy(np.ascontiguousarray(split.data.transpose(0, 3, 1, 2)))
+        out[f"{key}_y"] = torch.tensor(split.targets, dtype=torch.int64)
+    return out
+
+
+def prepare(name: str, out_path: str | os.PathLike, root: str | os.PathLike = "data", download: bool = False,
+            verify: bool = True) -> dict:
+    """Materialise dataset `name` as a uint8 tensor file at `out_path` and return its summary."""
+    num_classes(name)
+    tensors = load_digits_tensors() if name == "digits" else load_cifar_tensors(name, root, download, verify)
+    save_torch(tensors, out_path)
+    return {"dataset": name, "train": len(tensors["train_y"]), "test": len(tensors["test_y"]),
+            "classes": int(tensors["train_y"].max()) + 1}
+
+
+def load_prepared(path: str | os.PathLike) -> dict:
+    tensors = load_torch(path, what="prepared dataset")
+    expected = {"train_x": torch.uint8, "train_y": torch.int64, "test_x": torch.uint8, "test_y": torch.int64}
+    for key, dtype in expected.items():
+        value = tensors.get(key) if isinstance(tensors, dict) else None
+        if not isinstance(value, torch.Tensor) or value.dtype != dtype:
+            raise InputFileError(f"prepared dataset {path}: {key!r} missing or not {dtype}; rerun prepare_data")
+    for split in ("train", "test"):
+        x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
+        if x.ndim != 4 or x.shape[1:] != (3, 32, 32) or len(x) != len(y):
+            raise InputFileError(f"prepared dataset {path}: {split} images have shape {tuple(x.shape)} for "
+                                 f"{len(y)} labels; expected [N,3,32,32]; rerun prepare_data")
+    return tensors
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip of a whole batch at once, on its own device."""
+    batch, _, height, width = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=x.device)
+    rows = offsets[0, :, None] + torch.arange(height, device=x.device)  # [B, H]
+    cols = offsets[1, :, None] + torch.arange(width, device=x.device)  # [B, W]
+    flip = torch.rand(batch, generator=generator, device=x.device) < 0.5
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(batch, device=x.device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return cropped.permute(0, 3, 1, 2).contiguous()  # channels-last strides crash CPU conv backward on odd batches
+
+
+class DeviceData:
+    """A prepared dataset held whole on `device`, giving normalised float batches."""
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+        tensors = load_prepared(path)
+        self.path = str(path)
+        self.device = torch.device(device)
+        self.train_x = tensors["train_x"].to(self.device)
+        self.train_y = tensors["train_y"].to(self.device)
+        self.test_x = tensors["test_x"].to(self.device)
+        self.test_y = tensors["test_y"].to(self.device)
+        self.num_classes = int(torch.cat([tensors["train_y"], tensors["test_y"]]).max()) + 1
+        self._mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_y)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self._mean) / self._std
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        """The training order of one epoch, a function of (seed, epoch) alone so a resumed run replays it."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return torch.randperm(self.train_size, generator=generator).to(self.device)
+
+    def train_batch(self, indices: torch.Tensor, generator: torch.Generator | None, augment: bool = True):
+        x = self.train_x[indices]
+        if augment:
+            x = random_crop_flip(x, generator)
+        return self.normalise(x), self.train_y[indices]
+
+    def test_batches(self, batch_size: int = 512):
+        for start in range(0, len(self.test_y), batch_size):
+            yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+
+    def random_batches(self, count: int, batch_size: int, seed: int, augment: bool = False) -> list:
+        """`count` mini-batches drawn from the training set with `seed` (scoring data for PaI and the search)."""
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(self.train_size, generator=generator)
+        batches = []
+        for index in range(count):
+            take = order.roll(-index * batch_size)[:batch_size].to(self.device)
+            device_generator = torch.Generator(device=self.device).manual_seed(seed + index)
+            batches.append(self.train_batch(take, device_generator, augment=augment))
+        return batches

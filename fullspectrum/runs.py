@@ -1,0 +1,67 @@
+"""Recipes the workflow steps call: dense pretraining and training a mask from given weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from .data import DeviceData
+from .io import write_json
+from .masks import load_mask_file
+from .models import build_seeded, load_weights, save_weights
+from .provenance import provenance
+from .train import Trainer, TrainConfig, describe_device
+
+
+def pretrain(*, model: str, width: int, dataset: str, data: DeviceData, iters: int, seed: int, cfg: TrainConfig,
+             out: str | Path, progress: bool = True) -> dict:
+    """Dense SGD from the seed's initialisation for `iters` iterations (0 = the initialisation itself).
+
+    The learning rate is constant: a few hundred iterations are a fraction of any schedule's first epoch.
+    """
+    started = time.perf_counter()
+    net = build_seeded(model, data.num_classes, width, seed)
+    metrics = {"steps": 0}
+    if iters > 0:
+        trainer = Trainer(net, data, dataclasses.replace(cfg, max_steps=iters, schedule="constant"),
+                          seed=seed, checkpoint=Path(out).with_suffix(".state.pt"),
+                          identity={"model": model, "width": width, "dataset": dataset, "iters": iters},
+                          progress=progress, desc=f"pretrain {model}@{iters}")
+        metrics = trainer.fit()
+        net = trainer.model.cpu()
+    meta = {"model": model, "num_classes": data.num_classes, "width": width, "dataset": dataset, "seed": seed,
+            "iters": iters, "pretrain_metrics": metrics,
+            "provenance": provenance(device=describe_device(data.device),
+                                     wall_seconds=time.perf_counter() - started)}
+    save_weights(out, net, meta)
+    Path(out).with_suffix(".state.pt").unlink(missing_ok=True)
+    return meta
+
+
+def train_mask(*, weights: str | Path, mask: str | Path, data: DeviceData, cfg: TrainConfig, seed: int,
+               out: str | Path, config_used: dict | None = None, progress: bool = True) -> dict:
+    """Train the mask in `mask` from the weights in `weights`; write metrics.json (final-epoch accuracy)."""
+    started = time.perf_counter()
+    net, weights_meta = load_weights(weights)
+    masks, mask_meta = load_mask_file(mask, net)  # refuses a mask that does not fit, before any training
+    checkpoint = Path(out).with_name(".train_state.pt")
+    trainer = Trainer(net, data, cfg, seed=seed, masks=masks, checkpoint=checkpoint,
+                      identity={"weights": str(weights), "mask": str(mask), "mask_meta": repr(mask_meta)},
+                      progress=progress, desc=f"train {Path(mask).parent}")
+    metrics = trainer.fit()
+    metrics.update({
+        "mask": str(mask), "weights": str(weights), "method": mask_meta.get("method"),
+        "target_density": mask_meta.get("target_density"), "mask_meta": _plain(mask_meta),
+        "weights_iters": weights_meta.get("iters"),
+        "provenance": provenance(config=config_used, device=metrics["device"],
+                                 wall_seconds=time.perf_counter() - started),
+    })
+    write_json(metrics, out)
+    checkpoint.unlink(missing_ok=True)
+    return metrics
+
+
+def _plain(meta: dict) -> dict:
+    """The JSON-friendly part of a mask's meta (per-layer densities are kept; tensors are not)."""
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}

@@ -1,0 +1,371 @@
+"""The one training loop behind dense pretraining and every sparse run (PaI, PAGS/PEGS, LTH, EB, ITOP tickets).
+
+Masked SGD: after every optimiser step, weights and momentum buffers of all prunable layers are multiplied by
+their masks in one fused `_foreach_mul_`. State (model, optimiser, scheduler, RNG, masks, callbacks, epoch,
+step) is checkpointed atomically every epoch and on SIGTERM/SIGUSR1, so a killed or preempted run resumes
+where it stopped and ends with the same bits as an uninterrupted one (on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data import DeviceData
+from .io import InputFileError, load_torch, save_torch
+from .masks import check_masks, prunable_parameters
+
+log = logging.getLogger(__name__)
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; Snakemake's retries (or SLURM's requeue) resume the run
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one run; their hash guards against resuming a checkpoint made with others."""
+
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimiser steps (dense pretraining counts iterations)
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"  # cosine | multistep | constant
+    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the total steps
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    augment: bool = True
+    compile: bool = False
+    eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "multistep", "constant"):
+            raise ValueError(f"schedule must be cosine, multistep or constant, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping, **overrides) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        merged = {k: v for k, v in {**values, **overrides}.items() if k in known}
+        if "milestones" in merged:
+            merged["milestones"] = tuple(merged["milestones"])
+        return cls(**merged)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the run stops and writes no metrics."""
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGUSR1 arrived; the state was checkpointed and the run should exit to be resumed."""
+
+
+class Callback:
+    """Hooks into the loop (Early-Bird draws, ITOP prune-and-regrow). Its state is checkpointed with the run."""
+
+    def on_step_end(self, trainer: "Trainer", step: int) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, test_acc: float | None) -> bool:
+        """Return True to stop training after this epoch."""
+        return False
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning-rate multiplier at `step` (0-based) of `total_steps`."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return cfg.gamma ** sum(step >= round(m * total_steps) for m in cfg.milestones)
+
+
+class _SignalFlag:
+    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between steps (never mid-update)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.raised: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "_SignalFlag":
+        for sig in self.SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Train `model` on `data` under `cfg`, keeping the pruned weights of `masks` at exactly zero."""
+
+    def __init__(self, model: nn.Module, data: DeviceData, cfg: TrainConfig, *, seed: int,
+                 masks: Mapping[str, torch.Tensor] | None = None, checkpoint: str | os.PathLike | None = None,
+                 identity: Mapping | None = None, callbacks: Sequence[Callback] = (), progress: bool = True,
+                 desc: str = "train") -> None:
+        self.device = data.device
+        self.cuda = self.device.type == "cuda"
+        self.model = model.to(self.device)
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.data, self.cfg, self.seed = data, cfg, seed
+        self.callbacks = list(callbacks)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.identity = {"train": dataclasses.asdict(cfg), "seed": seed, **(identity or {})}
+        self.progress, self.desc = progress, desc
+        self.steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(cfg, step, self.total_steps))
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.aug_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self.images_seen = 0
+        self.resumed_from: dict | None = None
+        self.set_masks(masks)
+
+    # ----- masks -----------------------------------------------------------------------------------------
+    def set_masks(self, masks: Mapping[str, torch.Tensor] | None) -> None:
+        """Install (or replace) the masks and zero what they prune, weights and momentum alike."""
+        self.masks = None
+        self._masked_params: list[torch.Tensor] = []
+        self._mask_values: list[torch.Tensor] = []
+        if masks is None:
+            return
+        check_masks(masks, self.model)
+        params = prunable_parameters(self.model)
+        self.masks = {name: masks[name].to(self.device) for name in params}
+        self._masked_params = list(params.values())
+        self._mask_values = [self.masks[name].to(p.dtype) for name, p in params.items()]
+        self.enforce_masks()
+
+    @torch.no_grad()
+    def enforce_masks(self) -> None:
+        if not self._masked_params:
+            return
+        torch._foreach_mul_(self._masked_params, self._mask_values)
+        buffers, values = [], []
+        for param, value in zip(self._masked_params, self._mask_values):
+            buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
+            if buffer is not None:
+                buffers.append(buffer)
+                values.append(value)
+        if buffers:
+            torch._foreach_mul_(buffers, values)
+
+    # ----- checkpoints -----------------------------------------------------------------------------------
+    def _identity_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def state_dict(self) -> dict:
+        state = {
+            "identity": self._identity_hash(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "cpu_rng": torch.get_rng_state(),
+            "aug_rng": self.aug_generator.get_state(),
+            "epoch": self.epoch, "step": self.step, "history": json.dumps(self.history),
+            "train_seconds": self.train_seconds, "images_seen": self.images_seen,
+            "masks": {k: v.cpu() for k, v in self.masks.items()} if self.masks is not None else None,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+        }
+        if self.cuda:
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            save_torch(self.state_dict(), self.checkpoint)
+
+    def try_resume(self) -> bool:
+        """Resume from the checkpoint if it exists and was made by this same run; otherwise start over."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return False
+        try:
+            state = load_torch(self.checkpoint, what="training checkpoint")
+        except InputFileError as exc:
+            log.warning("starting over: %s", exc)
+            return False
+        if state.get("identity") != self._identity_hash():
+            log.warning("starting over: checkpoint %s was made with other hyper-parameters or inputs",
+                        self.checkpoint)
+            return False
+        self.model.load_state_dict(state["model"])
+        if state["masks"] is not None:
+            self.set_masks(state["masks"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["cpu_rng"])
+        self.aug_generator.set_state(state["aug_rng"])
+        if self.cuda and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.history = json.loads(state["history"])
+        self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
+        for callback, cb_state in zip(self.callbacks, state["callbacks"]):
+            callback.load_state_dict(cb_state)
+        self.resumed_from = {"epoch": self.epoch, "step": self.step}
+        log.info("resumed from %s at epoch %d, step %d", self.checkpoint, self.epoch, self.step)
+        return True
+
+    # ----- the loop --------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for x, y in self.data.test_batches():
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                correct += (self.forward(x).argmax(1) == y).sum()
+        return 100.0 * int(correct) / len(self.data.test_y)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.enforce_masks()
+        return loss.detach()
+
+    def _check_losses(self, losses: list[torch.Tensor], first_step: int) -> float:
+        if not losses:
+            return float("nan")
+        values = torch.stack(losses).float().cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            raise NonFiniteLossError(
+                f"{self.desc}: loss became {values[bad[0, 0]].item()} at epoch {self.epoch + 1}, step "
+                f"{first_step + int(bad[0, 0]) + 1}; no metrics were written. Lower the learning rate or check "
+                "the mask and the input weights.")
+        return float(values.mean())
+
+    def fit(self) -> dict:
+        """Train to the end (resuming if possible) and return the run's metrics."""
+        self.try_resume()
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.desc, unit="step",
+                   disable=not self.progress, dynamic_ncols=True, mininterval=2.0)
+        stop = False
+        with _SignalFlag() as signals:
+            while self.step < self.total_steps and not stop:
+                order = self.data.epoch_order(self.seed, self.epoch)
+                skip = self.step - self.epoch * self.steps_per_epoch  # resumed mid-epoch
+                losses, first_step = [], self.step
+                start = time.perf_counter()
+                self.model.train()
+                for batch in range(skip, self.steps_per_epoch):
+                    if self.step >= self.total_steps:
+                        break
+                    if signals.raised is not None:
+                        self._check_losses(losses, first_step)
+                        self.train_seconds += time.perf_counter() - start
+                        self.save_checkpoint()
+                        bar.close()
+                        raise Preempted(f"{self.desc}: signal {signals.raised} at epoch {self.epoch + 1}, step "
+                                        f"{self.step}; checkpoint written to {self.checkpoint}, rerun to resume")
+                    indices = order[batch * self.cfg.batch_size:(batch + 1) * self.cfg.batch_size]
+                    x, y = self.data.train_batch(indices, self.aug_generator, augment=self.cfg.augment)
+                    losses.append(self._train_step(x, y))
+                    self.images_seen += len(indices)
+                    self.step += 1
+                    for callback in self.callbacks:
+                        callback.on_step_end(self, self.step)
+                    bar.update(1)
+                if self.cuda:
+                    torch.cuda.synchronize(self.device)
+                self.train_seconds += time.perf_counter() - start
+                train_loss = self._check_losses(losses, first_step)
+                last = self.step >= self.total_steps
+                evaluate = last or (self.epoch + 1) % self.cfg.eval_every == 0
+                test_acc = self.evaluate() if evaluate else None
+                self.history.append({"epoch": self.epoch + 1, "step": self.step, "train_loss": train_loss,
+                                     "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"]})
+                bar.set_postfix(loss=f"{train_loss:.3f}", acc="-" if test_acc is None else f"{test_acc:.1f}")
+                self.epoch += 1
+                for callback in self.callbacks:
+                    stop = callback.on_epoch_end(self, self.epoch, test_acc) or stop
+                if stop and test_acc is None:
+                    self.history[-1]["test_acc"] = self.evaluate()
+                self.save_checkpoint()
+        bar.close()
+        return self.metrics()
+
+    def metrics(self) -> dict:
+        evaluated = [h for h in self.history if h["test_acc"] is not None]
+        best = max(evaluated, key=lambda h: h["test_acc"]) if evaluated else None
+        from .masks import density
+
+        return {
+            "final_acc": evaluated[-1]["test_acc"] if evaluated else None,
+            "best_acc": best["test_acc"] if best else None,
+            "best_epoch": best["epoch"] if best else None,
+            "epochs": self.epoch, "steps": self.step,
+            "curve": self.history,
+            "density": density(self.masks) if self.masks is not None else 1.0,
+            "train_seconds": self.train_seconds,
+            "images_per_second": self.images_seen / self.train_seconds if self.train_seconds else None,
+            "device": describe_device(self.device),
+            "resumed_from": self.resumed_from,
+        }
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,57 @@
+# Shared helpers: config validation, the grid, and path functions. Logic lives in fullspectrum.workflow.
+import json
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# Workflow scripts import the package from this checkout, locally, in conda envs and on cluster nodes alike.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, workflow.basedir)
+
+from fullspectrum import workflow as wf  # noqa: E402
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+    wf.check_config(config)
+except Exception as error:  # the schema's or ours: one clear line naming the key, before any job runs
+    raise WorkflowError(f"invalid config: {error}") from None
+
+RESULTS = config["results"]
+RUNS = wf.grid_runs(config)
+BASELINES = wf.baseline_runs(config)
+TRAIN = config["train"]
+
+
+wildcard_constraints:
+    dataset=r"digits|cifar10|cifar100",
+    model=r"resnet18|resnet34",
+    seed=r"\d+",
+    iters=r"\d+",
+    density=r"[0-9.e-]+",
+
+
+def log_path(rule_name, *parts):
+    return f"{RESULTS}/logs/{rule_name}/" + "/".join(parts) + ".log"
+
+
+def data_file(wildcards):
+    return wf.data_path(RESULTS, wildcards.dataset)
+
+
+def as_json(value):
+    """A params value passed to a script on the command line."""
+    return json.dumps(value, sort_keys=True)
+
+
+def train_minutes(model, epochs):
+    return int(config["resources"]["minutes_per_epoch"].get(model, 1.0) * epochs) + 10
+
+
+GPU = config["resources"]["gpu"]
+CPUS = config["resources"]["cpus_per_gpu"]
+MEM_MB = config["resources"]["mem_mb"]
+DEVICE = config["device"]

@@ -1,0 +1,18 @@
+# prepare_data: download (or find) a dataset and materialise it once as compact uint8 tensors.
+
+
+rule prepare_data:
+    output:
+        f"{RESULTS}/data/{{dataset}}.pt",
+    params:
+        root=config["data"]["root"],
+        download="--download" if config["data"]["download"] else "",
+        verify="" if config["data"]["verify_checksums"] else "--no-verify",
+    log:
+        log_path("prepare_data", "{dataset}"),
+    conda:
+        "../envs/torch.yaml"
+    cache: True
+    shell:
+        "python workflow_scripts/prepare_data.py --dataset {wildcards.dataset} --root {params.root} "
+        "{params.download} {params.verify} --out {output} > {log} 2>&1"

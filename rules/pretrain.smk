@@ -1,0 +1,26 @@
+# pretrain: dense SGD from the seed's initialisation; iter0 is the initialisation itself (PAGS), iterN for PEGS.
+
+
+rule pretrain:
+    input:
+        data=data_file,
+    output:
+        f"{RESULTS}/{{dataset}}/{{model}}/s{{seed}}/pretrain/iter{{iters}}.pt",
+    params:
+        pretrain=as_json(config["pretrain"]),
+        width=config["model_width"],
+        device=DEVICE,
+    resources:
+        gpu=lambda wildcards: GPU if int(wildcards.iters) > 0 else 0,
+        cpus_per_gpu=CPUS,
+        mem_mb=MEM_MB,
+        runtime=30,
+    log:
+        log_path("pretrain", "{dataset}/{model}/s{seed}/iter{iters}"),
+    conda:
+        "../envs/torch.yaml"
+    cache: True
+    shell:
+        "python workflow_scripts/pretrain.py --data {input.data} --dataset {wildcards.dataset} "
+        "--model {wildcards.model} --width {params.width} --seed {wildcards.seed} --iters {wildcards.iters} "
+        "--pretrain '{params.pretrain}' --device {params.device} --out {output} > {log} 2>&1"

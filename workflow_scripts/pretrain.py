@@ -1,0 +1,30 @@
+"""Dense pretraining from the seed's initialisation for a number of iterations (0 = the initialisation)."""
+
+import argparse
+
+from fullspectrum import cli, data, runs, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, help="prepared dataset (.pt)")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--width", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--iters", type=int, required=True)
+    parser.add_argument("--pretrain", type=cli.json_arg, required=True, help="SGD settings as JSON")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    device = train.pick_device(args.device) if args.iters > 0 else "cpu"
+    dataset = data.DeviceData(args.data, device)
+    cfg = train.TrainConfig.from_mapping(args.pretrain)
+    meta = runs.pretrain(model=args.model, width=args.width, dataset=args.dataset, data=dataset, iters=args.iters,
+                         seed=args.seed, cfg=cfg, out=args.out)
+    print(f"pretrained {args.model}@{args.iters} (seed {args.seed}) -> {args.out}; "
+          f"{meta['provenance']['wall_seconds']:.1f} s on {meta['provenance']['device']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
