@@ -1,0 +1,33 @@
+# pai_mask: the pruning-at-initialisation mask (SNIP, GraSP, SynFlow, ERK, Random, Magnitude) of one grid cell,
+# scored on the pretraining checkpoint it names, with scoring data drawn with the seed.
+
+RUN_DIR = f"{RESULTS}/{{dataset}}/{{model}}/d{{density}}/{{method}}/pre{{iters}}/s{{seed}}"
+
+
+def run_weights(wildcards):
+    return wf.pretrain_path(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed, wildcards.iters)
+
+
+rule pai_mask:
+    input:
+        weights=run_weights,
+        data=data_file,
+    output:
+        mask=f"{RUN_DIR}/pai/mask.pt",
+        layers=f"{RUN_DIR}/pai/layers.csv",
+    params:
+        pai=as_json(config["pai"]),
+        device=DEVICE,
+    resources:
+        gpu=GPU,
+        cpus_per_gpu=CPUS,
+        mem_mb=MEM_MB,
+        runtime=60,
+    log:
+        log_path("pai_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python workflow_scripts/pai_mask.py --weights {input.weights} --data {input.data} "
+        "--method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed} "
+        "--pai '{params.pai}' --device {params.device} --out {output.mask} --layers {output.layers} > {log} 2>&1"

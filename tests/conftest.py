@@ -1,0 +1,45 @@
+"""Shared fixtures: the prepared digits data (made once per session) and tiny models."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fullspectrum import data  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def digits_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    data.prepare("digits", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits(digits_path) -> data.DeviceData:
+    return data.DeviceData(digits_path, "cpu")
+
+
+def snakemake_bin() -> str:
+    """The snakemake of the interpreter running the tests (the project's .venv under `make test`)."""
+    candidate = Path(sys.executable).parent / "snakemake"
+    return str(candidate) if candidate.exists() else shutil.which("snakemake")
+
+
+def run_snakemake(args, cwd=ROOT, timeout=900, check=True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run([snakemake_bin(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result

@@ -1,0 +1,182 @@
+"""The training engine: exact masks, bit-exact resume after a signal or a crash, NaN guard, stale checkpoints."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from fullspectrum import masks as mask_lib
+from fullspectrum import models, pruning, runs
+from fullspectrum.train import Callback, NonFiniteLossError, Preempted, Trainer, TrainConfig, lr_factor
+
+CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05)
+
+
+def tiny(seed=0):
+    return models.build_seeded("resnet18", 10, 4, seed)
+
+
+def random_masks(model, density=0.3, seed=0):
+    return pruning.make_mask(model, "random", density, seed=seed)
+
+
+class SignalAt(Callback):
+    """Sends a real signal to this process at a given step, like SLURM before preemption."""
+
+    def __init__(self, step, signum=signal.SIGTERM):
+        self.step, self.signum = step, signum
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class CrashAt(Callback):
+    """A crash (node failure) after the epoch checkpoints were written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_bits(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits):
+    model = tiny()
+    trainer = Trainer(model, digits, CFG, seed=0, masks=random_masks(model), progress=False)
+    metrics = trainer.fit()
+    return state(trainer.model), metrics
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_checkpoints_and_resume_is_bit_exact(digits, tmp_path, uninterrupted, signum):
+    checkpoint = tmp_path / "state.pt"
+    model = tiny()
+    first = Trainer(model, digits, CFG, seed=0, masks=random_masks(model), checkpoint=checkpoint,
+                    callbacks=[SignalAt(5, signum)], progress=False)
+    with pytest.raises(Preempted, match="rerun to resume"):
+        first.fit()
+    assert checkpoint.exists()
+    model = tiny()
+    second = Trainer(model, digits, CFG, seed=0, masks=random_masks(model), checkpoint=checkpoint, progress=False)
+    metrics = second.fit()
+    assert second.resumed_from == {"epoch": 0, "step": 5}
+    assert_same_bits(state(second.model), uninterrupted[0])
+    assert [h["test_acc"] for h in metrics["curve"]] == [h["test_acc"] for h in uninterrupted[1]["curve"]]
+
+
+def test_crash_resumes_from_the_last_epoch_checkpoint(digits, tmp_path, uninterrupted):
+    checkpoint = tmp_path / "state.pt"
+    model = tiny()
+    steps_per_epoch = -(-digits.train_size // CFG.batch_size)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, digits, CFG, seed=0, masks=random_masks(model), checkpoint=checkpoint,
+                callbacks=[CrashAt(steps_per_epoch + 3)], progress=False).fit()
+    model = tiny()
+    resumed = Trainer(model, digits, CFG, seed=0, masks=random_masks(model), checkpoint=checkpoint, progress=False)
+    resumed.fit()
+    assert resumed.resumed_from == {"epoch": 1, "step": steps_per_epoch}
+    assert_same_bits(state(resumed.model), uninterrupted[0])
+
+
+def test_checkpoint_of_other_hyperparameters_is_not_resumed(digits, tmp_path):
+    checkpoint = tmp_path / "state.pt"
+    model = tiny()
+    with pytest.raises(Preempted):
+        Trainer(model, digits, CFG, seed=0, checkpoint=checkpoint, callbacks=[SignalAt(3)], progress=False).fit()
+    other = TrainConfig(epochs=2, batch_size=128, lr=0.01)
+    trainer = Trainer(tiny(), digits, other, seed=0, checkpoint=checkpoint, progress=False)
+    assert trainer.try_resume() is False and trainer.step == 0
+
+
+class CheckMask(Callback):
+    def __init__(self):
+        self.checked = 0
+
+    def on_step_end(self, trainer, step):
+        params = mask_lib.prunable_parameters(trainer.model)
+        for name, param in params.items():
+            pruned = ~trainer.masks[name]
+            assert not param[pruned].any(), f"pruned weight of {name} became non-zero at step {step}"
+            buffer = trainer.optimizer.state[param]["momentum_buffer"]
+            assert not buffer[pruned].any(), f"momentum of pruned {name} non-zero at step {step}"
+        self.checked += 1
+
+
+def test_pruned_weights_stay_exactly_zero_with_momentum_and_weight_decay(digits):
+    model = tiny()
+    mask = random_masks(model, density=0.1)
+    checker = CheckMask()
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-3, nesterov=True)
+    metrics = Trainer(model, digits, cfg, seed=0, masks=mask, callbacks=[checker], progress=False).fit()
+    assert checker.checked == metrics["steps"] > 0
+    assert metrics["density"] == pytest.approx(mask_lib.density(mask))
+
+
+class PoisonAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            with torch.no_grad():
+                trainer.model.linear.weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_the_run_naming_epoch_and_step_and_writes_no_metrics(digits, digits_path, tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 4"):
+        Trainer(tiny(), digits, CFG, seed=0, callbacks=[PoisonAt(3)], progress=False).fit()
+    # through the recipe: a NaN from a learning rate that diverges leaves no metrics.json behind
+    weights = tmp_path / "w.pt"
+    net = tiny()
+    models.save_weights(weights, net, {"model": "resnet18", "num_classes": 10, "width": 4})
+    mask = random_masks(net)
+    mask_lib.save_mask_file(tmp_path / "mask.pt", mask, mask_lib.build_meta(
+        mask, method="random", target_density=0.3, seed=0, model="resnet18", dataset="digits", source=str(weights)))
+    out = tmp_path / "metrics.json"
+    with pytest.raises(NonFiniteLossError):
+        runs.train_mask(weights=weights, mask=tmp_path / "mask.pt", data=digits,
+                        cfg=TrainConfig(epochs=1, lr=1e12), seed=0, out=out, progress=False)
+    assert not out.exists()
+
+
+def test_mask_that_does_not_fit_is_refused_before_training(digits, tmp_path):
+    weights = tmp_path / "w.pt"
+    models.save_weights(weights, tiny(), {"model": "resnet18", "num_classes": 10, "width": 4})
+    other = models.build("resnet18", 10, 8)
+    mask = random_masks(other)
+    mask_lib.save_mask_file(tmp_path / "mask.pt", mask, mask_lib.build_meta(
+        mask, method="random", target_density=0.3, seed=0, model="resnet18", dataset="digits", source="x"))
+    with pytest.raises(ValueError, match=r"conv1.weight.*shape"):
+        runs.train_mask(weights=weights, mask=tmp_path / "mask.pt", data=digits, cfg=CFG, seed=0,
+                        out=tmp_path / "metrics.json", progress=False)
+
+
+def test_schedules():
+    cos = TrainConfig(schedule="cosine")
+    assert lr_factor(cos, 0, 100) == 1.0 and lr_factor(cos, 50, 100) == pytest.approx(0.5)
+    step = TrainConfig(schedule="multistep", milestones=(0.5, 0.75), gamma=0.1)
+    assert [lr_factor(step, s, 100) for s in (49, 50, 75)] == [1.0, pytest.approx(0.1), pytest.approx(0.01)]
+
+
+def test_sparse_run_on_digits_learns_well_above_chance(digits, tmp_path):
+    model = models.build_seeded("resnet18", 10, 16, 0)
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=0.1)
+    metrics = Trainer(model, digits, cfg, seed=0, masks=random_masks(model, 0.5), progress=False).fit()
+    assert metrics["final_acc"] > 50.0  # chance is 10 %
+    assert len(metrics["curve"]) == 3 and metrics["images_per_second"] > 0
+    json.dumps(metrics)  # everything a metrics.json holds is plain JSON

@@ -1,0 +1,28 @@
+"""Train a mask from the weights it was made from; write metrics.json (final-epoch test accuracy and more)."""
+
+import argparse
+
+from fullspectrum import cli, data, runs, train, workflow
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mask", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--train", type=cli.json_arg, required=True, help="training settings as JSON")
+    parser.add_argument("--seed", type=int, default=None, help="data-order seed (default: the run's seed)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else workflow.parse_mask_dir(args.mask.rsplit("/", 1)[0])["seed"]
+    dataset = data.DeviceData(args.data, train.pick_device(args.device))
+    cfg = train.TrainConfig.from_mapping(args.train)
+    metrics = runs.train_mask(weights=args.weights, mask=args.mask, data=dataset, cfg=cfg, seed=seed, out=args.out,
+                              config_used={"train": args.train})
+    print(f"trained {args.mask}: final acc {metrics['final_acc']:.2f}% (best {metrics['best_acc']:.2f}%), "
+          f"density {metrics['density']:.4f}, {metrics['images_per_second']:.0f} img/s on {metrics['device']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
