@@ -10,13 +10,20 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
+include: "rules/masks.smk"
+include: "rules/graph.smk"
+include: "rules/train.smk"
+include: "rules/search.smk"
 
 
 localrules:
     all,
     prepare_data,
+    selected_mask,
+    pags_results,
 
 
 rule all:
     input:
-        [wf.pretrain_path(RESULTS, *need) for need in wf.pretrain_needs(config)],
+        mask_results(f"{run.dir(RESULTS)}/pai" for run in RUNS),
+        [f"{run.dir(RESULTS)}/pags/results.json" for run in RUNS],

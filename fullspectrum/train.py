@@ -111,7 +111,7 @@ def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.gamma ** sum(step >= round(m * total_steps) for m in cfg.milestones)
 
 
-class _SignalFlag:
+class SignalFlag:
     """Turns SIGTERM/SIGUSR1 into a flag the loop checks between steps (never mid-update)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -120,7 +120,7 @@ class _SignalFlag:
         self.raised: int | None = None
         self._previous = {}
 
-    def __enter__(self) -> "_SignalFlag":
+    def __enter__(self) -> "SignalFlag":
         for sig in self.SIGNALS:
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -302,7 +302,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.desc, unit="step",
                    disable=not self.progress, dynamic_ncols=True, mininterval=2.0)
         stop = False
-        with _SignalFlag() as signals:
+        with SignalFlag() as signals:
             while self.step < self.total_steps and not stop:
                 order = self.data.epoch_order(self.seed, self.epoch)
                 skip = self.step - self.epoch * self.steps_per_epoch  # resumed mid-epoch

@@ -55,3 +55,28 @@ GPU = config["resources"]["gpu"]
 CPUS = config["resources"]["cpus_per_gpu"]
 MEM_MB = config["resources"]["mem_mb"]
 DEVICE = config["device"]
+
+def mask_results(mask_dirs):
+    """What every mask directory gets: its trained metrics and its graph metrics."""
+    return [f"{d}/{name}" for d in mask_dirs for name in ("metrics.json", "graph.csv")]
+
+
+# A grid cell's directory, as a wildcard pattern.
+RUN_DIR = f"{RESULTS}/{{dataset}}/{{model}}/d{{density}}/{{method}}/pre{{iters}}/s{{seed}}"
+
+
+def run_weights(wildcards):
+    return wf.pretrain_path(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed, wildcards.iters)
+
+
+# Any mask directory ({maskdir}/mask.pt): where its weights, data and runtime come from.
+def mask_start_weights(wildcards):
+    return wf.start_weights(wildcards.maskdir)
+
+
+def mask_data(wildcards):
+    return wf.data_path(RESULTS, wf.parse_mask_dir(wildcards.maskdir)["dataset"])
+
+
+def mask_train_minutes(wildcards):
+    return train_minutes(wf.parse_mask_dir(wildcards.maskdir)["model"], TRAIN["epochs"])

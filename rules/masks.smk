@@ -1,13 +1,6 @@
 # pai_mask: the pruning-at-initialisation mask (SNIP, GraSP, SynFlow, ERK, Random, Magnitude) of one grid cell,
 # scored on the pretraining checkpoint it names, with scoring data drawn with the seed.
 
-RUN_DIR = f"{RESULTS}/{{dataset}}/{{model}}/d{{density}}/{{method}}/pre{{iters}}/s{{seed}}"
-
-
-def run_weights(wildcards):
-    return wf.pretrain_path(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed, wildcards.iters)
-
-
 rule pai_mask:
     input:
         weights=run_weights,

@@ -2,18 +2,6 @@
 # the weights it was made from. One rule for all, so every number in the tables comes from the same loop.
 
 
-def mask_start_weights(wildcards):
-    return wf.start_weights(wildcards.maskdir)
-
-
-def mask_data(wildcards):
-    return wf.data_path(RESULTS, wf.parse_mask_dir(wildcards.maskdir)["dataset"])
-
-
-def mask_train_minutes(wildcards):
-    return train_minutes(wf.parse_mask_dir(wildcards.maskdir)["model"], TRAIN["epochs"])
-
-
 rule sparse_train:
     input:
         mask="{maskdir}/mask.pt",

@@ -1,0 +1,245 @@
+"""PAGS / PEGS: the full-spectrum mask search (DESIGN.md, "PAGS and PEGS").
+
+Start from the PaI mask made with full scoring data (the baseline and first best). Draw `population` candidate
+masks from the same PaI method with fresh randomness (SNIP/GraSP: `batches` random mini-batches drawn with the
+candidate's seed; ERK/Random: a fresh random draw; SynFlow/Magnitude: scores of a copy of the weights with small
+fresh noise). A candidate's layer replaces the best's layer when both its `delta_r_imdb` and its `l2` are at
+least the best's. Every `snapshot_every` candidates the best is saved if it changed; the last `train_top`
+distinct snapshots are the selection. PAGS runs from the initialisation (@0), PEGS from pretrained weights (@N).
+
+The search is resumable: its state is saved (atomically) at every snapshot and on SIGTERM/SIGUSR1, and since
+candidate `i` depends only on `(seed, i)` a resumed search ends exactly where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import graph
+from .data import DeviceData
+from .io import InputFileError, load_torch, save_torch
+from .masks import Masks, check_masks, density as mask_density, prunable_parameters
+from .pruning import DATA_METHODS, make_mask
+from .train import Preempted, SignalFlag
+
+log = logging.getLogger(__name__)
+
+SEARCH_KEYS = ("delta_r_imdb", "l2")  # a layer is accepted when both are >= the best's
+LOGGED_KEYS = ("delta_r_imdb", "lambda_imdb", "l2")
+NOISY_METHODS = ("synflow", "magnitude")  # deterministic given the weights: candidates score noisy copies
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    population: int
+    batches: int = 1
+    batch_size: int = 128
+    snapshot_every: int = 10
+    train_top: int = 5
+    noise: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.population < 0 or self.batches < 1 or self.snapshot_every < 1 or self.train_top < 1:
+            raise ValueError(f"invalid search settings: {self}")
+
+
+@dataclasses.dataclass
+class Snapshot:
+    index: int  # 1-based snapshot number
+    after_candidates: int
+    masks: Masks
+
+
+@dataclasses.dataclass
+class SearchResult:
+    baseline: Masks
+    selected: list[Snapshot]  # oldest first; [baseline as snapshot 0] when the best never changed
+    log: list[dict]  # one row per candidate and layer
+    summary: dict
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The seed of candidate `index` (1-based): distinct per (search seed, candidate), stable across resumes."""
+    return (seed + 1) * 1_000_003 + index
+
+
+def draw_candidate(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig,
+                   seed: int) -> Masks:
+    """One candidate mask of `method`, from randomness fixed by `seed`."""
+    batches = data.random_batches(cfg.batches, cfg.batch_size, seed=seed) if method in DATA_METHODS else None
+    noise = cfg.noise if method in NOISY_METHODS else 0.0
+    return make_mask(model, method, density, batches=batches, seed=seed, noise=noise)
+
+
+def measure(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], names) -> dict[str, dict]:
+    """The search's metrics of the named layers, all eigenproblems solved in one batch."""
+    records = graph.measure_layers({name: (params[name].detach(), masks[name]) for name in names})
+    return {name: {key: float(records[name][key]) for key in LOGGED_KEYS} for name in names}
+
+
+class _State:
+    """Everything a search needs to continue: the best mask and its metrics, snapshots, log, explored weights."""
+
+    def __init__(self, baseline: Masks, metrics: dict[str, dict]) -> None:
+        self.best = {k: v.clone() for k, v in baseline.items()}
+        self.best_metrics = metrics
+        self.explored = {k: v.clone() for k, v in baseline.items()}
+        self.done = 0
+        self.accepted = 0
+        self.changed_since_snapshot = False
+        self.snapshots: list[Snapshot] = []
+        self.log: list[dict] = []
+        self.seconds = {"scoring": 0.0, "other": 0.0}
+
+    def to_dict(self, fingerprint: str) -> dict:
+        cpu = lambda masks: {k: v.cpu() for k, v in masks.items()}  # noqa: E731
+        return {"fingerprint": fingerprint, "best": cpu(self.best), "explored": cpu(self.explored),
+                "best_metrics": json.dumps(self.best_metrics), "done": self.done, "accepted": self.accepted,
+                "changed": self.changed_since_snapshot, "log": json.dumps(self.log),
+                "seconds": json.dumps(self.seconds),
+                "snapshots": [{"index": s.index, "after": s.after_candidates, "masks": cpu(s.masks)}
+                              for s in self.snapshots]}
+
+    def load(self, saved: dict, device: torch.device) -> None:
+        on = lambda masks: {k: v.to(device) for k, v in masks.items()}  # noqa: E731
+        self.best, self.explored = on(saved["best"]), on(saved["explored"])
+        self.best_metrics = json.loads(saved["best_metrics"])
+        self.done, self.accepted, self.changed_since_snapshot = saved["done"], saved["accepted"], saved["changed"]
+        self.log, self.seconds = json.loads(saved["log"]), json.loads(saved["seconds"])
+        self.snapshots = [Snapshot(s["index"], s["after"], on(s["masks"])) for s in saved["snapshots"]]
+
+
+def accept_layers(best: Masks, best_metrics: dict, candidate: Masks, cand_metrics: dict) -> list[str]:
+    """Apply the layer-wise greedy rule in place; return the names of the accepted layers."""
+    accepted = []
+    for name, metrics in cand_metrics.items():
+        if all(metrics[key] >= best_metrics[name][key] for key in SEARCH_KEYS):
+            best[name] = candidate[name].clone()
+            best_metrics[name] = metrics
+            accepted.append(name)
+    return accepted
+
+
+def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig, seed: int, *,
+         baseline: Masks | None = None, scoring_batches: int = 10, state_path: str | Path | None = None,
+         progress: bool = True) -> SearchResult:
+    """Run the search on `model`'s current weights (the initialisation for PAGS, pretrained ones for PEGS).
+
+    `baseline` is the PaI mask made with full scoring data (computed here from `scoring_batches` batches drawn
+    with `seed` when not given: the same draw the pai_mask step makes).
+    """
+    params = prunable_parameters(model)
+    device = next(iter(params.values())).device
+    if baseline is None:
+        batches = data.random_batches(scoring_batches, cfg.batch_size, seed=seed) if method in DATA_METHODS else None
+        baseline = make_mask(model, method, density, batches=batches, seed=seed)
+    check_masks(baseline, model, source="search baseline")
+    baseline = {k: v.to(device) for k, v in baseline.items()}
+    fingerprint = _fingerprint(model, method, density, cfg, seed, baseline)
+
+    baseline_metrics = measure(params, baseline, params)
+    state = _State(baseline, {name: dict(m) for name, m in baseline_metrics.items()})
+    state_path = Path(state_path) if state_path else None
+    if state_path is not None and state_path.exists():
+        try:
+            saved = load_torch(state_path, what="search state")
+            if saved.get("fingerprint") == fingerprint:
+                state.load(saved, device)
+                log.info("resumed the search after candidate %d of %d", state.done, cfg.population)
+            else:
+                log.warning("starting over: %s was saved by a search with other inputs or settings", state_path)
+        except InputFileError as exc:
+            log.warning("starting over: %s", exc)
+    resumed_at = state.done
+
+    bar = tqdm(total=cfg.population, initial=state.done, desc=f"search {method}", unit="cand",
+               disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    with SignalFlag() as signals:
+        while state.done < cfg.population:
+            if signals.raised is not None:
+                _save(state, state_path, fingerprint)
+                bar.close()
+                raise Preempted(f"search: signal {signals.raised} after candidate {state.done}; state saved to "
+                                f"{state_path}, rerun to resume")
+            index = state.done + 1
+            cand_seed = candidate_seed(seed, index)
+            started = time.perf_counter()
+            candidate = draw_candidate(model, method, density, data, cfg, cand_seed)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            scored = time.perf_counter()
+            changed = [name for name in params if not torch.equal(candidate[name], state.best[name])]
+            cand_metrics = measure(params, candidate, changed)
+            accepted = accept_layers(state.best, state.best_metrics, candidate, cand_metrics)
+            for name in params:
+                state.explored[name] |= candidate[name]
+                row = {"candidate": index, "seed": cand_seed, "layer": name,
+                       **cand_metrics.get(name, state.best_metrics[name]), "accepted": name in accepted}
+                state.log.append(row)
+            state.done, state.accepted = index, state.accepted + len(accepted)
+            state.changed_since_snapshot |= bool(accepted)
+            if index % cfg.snapshot_every == 0 or index == cfg.population:
+                if state.changed_since_snapshot:
+                    state.snapshots.append(Snapshot(len(state.snapshots) + 1, index,
+                                                    {k: v.clone() for k, v in state.best.items()}))
+                    state.changed_since_snapshot = False
+                state.seconds["other"] += time.perf_counter() - scored
+                _save(state, state_path, fingerprint)
+            else:
+                state.seconds["other"] += time.perf_counter() - scored
+            state.seconds["scoring"] += scored - started
+            bar.update(1)
+            bar.set_postfix(accepted=state.accepted, l2=f"{_mean(state.best_metrics, 'l2'):.3f}")
+    bar.close()
+
+    selected = state.snapshots[-cfg.train_top:] or [Snapshot(0, 0, baseline)]
+    summary = _summary(state, baseline, baseline_metrics, selected, density, cfg, resumed_at)
+    return SearchResult(baseline=baseline, selected=selected, log=state.log, summary=summary)
+
+
+def _save(state: _State, path: Path | None, fingerprint: str) -> None:
+    if path is not None:
+        save_torch(state.to_dict(fingerprint), path)
+
+
+def _mean(metrics: dict[str, dict], key: str) -> float:
+    return sum(m[key] for m in metrics.values()) / len(metrics)
+
+
+def _fingerprint(model, method, density, cfg, seed, baseline) -> str:
+    digest = hashlib.sha256(json.dumps([method, density, dataclasses.asdict(cfg), seed]).encode())
+    for name, param in prunable_parameters(model).items():
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().float().numpy().tobytes())
+        digest.update(baseline[name].cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _summary(state: _State, baseline: Masks, baseline_metrics: dict, selected: list[Snapshot], target: float,
+             cfg: SearchConfig, resumed_at: int) -> dict:
+    total = sum(m.numel() for m in baseline.values())
+    explored = sum(int(m.sum()) for m in state.explored.values())
+    per_candidate = {k: v / state.done if state.done else 0.0 for k, v in state.seconds.items()}
+    return {
+        "population": cfg.population, "candidates_done": state.done, "resumed_at_candidate": resumed_at,
+        "layers_accepted": state.accepted, "snapshots": len(state.snapshots),
+        "explored_share": explored / total,
+        "baseline_density": mask_density(baseline),
+        "baseline_mean": {key: _mean(baseline_metrics, key) for key in LOGGED_KEYS},
+        "best_mean": {key: _mean(state.best_metrics, key) for key in LOGGED_KEYS},
+        "seconds_per_candidate": per_candidate,
+        "selected": [{"snapshot": s.index, "after_candidates": s.after_candidates,
+                      "density": mask_density(s.masks), "density_drift": mask_density(s.masks) - target}
+                     for s in selected],
+        "best_layer_metrics": state.best_metrics,
+    }

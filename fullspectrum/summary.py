@@ -1,0 +1,55 @@
+"""One screen after a run: where each artefact is, and the headline numbers of each table.
+
+    python -m fullspectrum.summary --config config/embedded.yaml [--report report.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+
+def artefacts(config: dict, report: str) -> list[tuple[str, Path]]:
+    results = Path(config["results"])
+    items = [(f"Table {name[-1]}", results / "tables" / f"{name}.md") for name in config.get("tables", {})]
+    for name, figure in config.get("figures", {}).items():
+        stem = results / "figures" / f"{name}_{figure['dataset']}_{figure['model']}"
+        items.append((f"Figure {name[-1]}", stem.with_suffix(".png")))
+    items.append(("Report", Path(report)))
+    return items
+
+
+def headline(csv: Path) -> str:
+    """Mean baseline vs mean PAGS/PEGS-best accuracy over a table's PaI rows."""
+    cells = pd.read_csv(csv)
+    pai = cells[cells["pretrain_iters"].notna()]
+    base = pai[pai["column"] == "baseline_acc"]["value"].astype(float).mean()
+    best = pai[pai["column"] == "pags_best_acc"]["value"].astype(float).mean()
+    return f"baseline {base:.1f}% -> PAGS/PEGS best {best:.1f}% (mean over rows)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("--report", default="report.html")
+    args = parser.parse_args()
+    base = yaml.safe_load(Path("config.yaml").read_text())
+    config = {**base, **yaml.safe_load(Path(args.config).read_text())}
+    print("\n=== fullspectrum: artefacts ===")
+    for label, path in artefacts(config, args.report):
+        status = "ok " if path.exists() else "MISSING"
+        extra = ""
+        if path.suffix == ".md" and path.exists():
+            extra = "  " + headline(path.with_suffix(".csv"))
+        print(f"  [{status}] {label:9s} {path}{extra}")
+        if path.suffix == ".md" and path.exists():
+            for side in (".csv", ".tex"):
+                print(f"  {'':14s}{path.with_suffix(side)}")
+    print(f"  logs: {config['results']}/logs/ ; provenance: beside each result (metrics.json, *.pt meta)\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+# Tables 1-3 from the trained masks' results, and the artefacts Snakemake's report shows.
+
+
+def table_inputs(wildcards):
+    return wf.table_inputs(config, wildcards.table)
+
+
+rule table:
+    input:
+        table_inputs,
+    output:
+        csv=report(f"{RESULTS}/tables/{{table}}.csv", category="Tables", caption="../report/table.rst",
+                   labels={"table": "{table}", "format": "csv"}),
+        markdown=f"{RESULTS}/tables/{{table}}.md",
+        latex=f"{RESULTS}/tables/{{table}}.tex",
+    params:
+        config=as_json(config),
+    log:
+        log_path("table", "{table}"),
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "python workflow_scripts/make_table.py --name {wildcards.table} --config '{params.config}' "
+        "--csv {output.csv} --markdown {output.markdown} --latex {output.latex} > {log} 2>&1"
+
+
+def table_files(name):
+    return [f"{RESULTS}/tables/{name}.{ext}" for ext in ("csv", "md", "tex")]

@@ -1,0 +1,70 @@
+# pags_search: the full-spectrum mask search (PAGS @0, PEGS @N) from a grid cell's PaI baseline mask. How many
+# distinct snapshots it selects is known only after it ran, so it is a checkpoint; `selected_mask` then gives
+# each selection its own mask directory, which sparse_train and graph_metrics handle like any other mask.
+
+
+checkpoint pags_search:
+    input:
+        weights=run_weights,
+        baseline=f"{RUN_DIR}/pai/mask.pt",
+        data=data_file,
+    output:
+        directory(f"{RUN_DIR}/pags/search"),
+    params:
+        search=as_json(config["search"]),
+        batch_size=config["pai"]["batch_size"],
+        device=DEVICE,
+    resources:
+        gpu=GPU,
+        cpus_per_gpu=CPUS,
+        mem_mb=MEM_MB,
+        runtime=lambda wildcards: 10 + config["search"]["population"] // 2,
+    log:
+        log_path("pags_search", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python workflow_scripts/pags_search.py --weights {input.weights} --baseline {input.baseline} "
+        "--data {input.data} --search '{params.search}' --batch-size {params.batch_size} "
+        "--device {params.device} --out {output} > {log} 2>&1"
+
+
+rule selected_mask:
+    input:
+        f"{RUN_DIR}/pags/search",
+    output:
+        f"{RUN_DIR}/pags/select{{snapshot}}/mask.pt",
+    log:
+        log_path("selected_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}/select{snapshot}"),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "cp {input}/select{wildcards.snapshot}.pt {output} 2> {log}"
+
+
+def selected_mask_dirs(run):
+    """The mask directories of a run's PAGS/PEGS selection (evaluates the search checkpoint)."""
+    search_dir = checkpoints.pags_search.get(
+        dataset=run.dataset, model=run.model, density=wf.density_str(run.density), method=run.method,
+        iters=run.iters, seed=run.seed).output[0]
+    summary = json.loads(open(f"{search_dir}/summary.json").read())
+    return [f"{run.dir(RESULTS)}/pags/{name.removesuffix('.pt')}" for name in summary["selected_files"]]
+
+
+def selected_results(wildcards):
+    run = wf.Run(wildcards.dataset, wildcards.model, float(wildcards.density), wildcards.method,
+                 int(wildcards.iters), int(wildcards.seed))
+    return mask_results(selected_mask_dirs(run))
+
+
+rule pags_results:
+    input:
+        selected_results,
+    output:
+        f"{RUN_DIR}/pags/results.json",
+    log:
+        log_path("pags_results", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "python workflow_scripts/collect_results.py --out {output} {input} > {log} 2>&1"

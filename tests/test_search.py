@@ -1,0 +1,91 @@
+"""PAGS/PEGS: the acceptance rule, monotone layer metrics, determinism, resume, and the baseline as first best."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+from fullspectrum import graph, models, pruning, search
+from fullspectrum.masks import prunable_parameters
+from fullspectrum.train import Preempted
+
+CFG = search.SearchConfig(population=6, batches=1, batch_size=64, snapshot_every=2, train_top=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.build_seeded("resnet18", 10, 8, 0)
+
+
+def same_masks(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_acceptance_rule_on_a_hand_made_population():
+    best = {"a": torch.tensor([True, False]), "b": torch.tensor([True, False]), "c": torch.tensor([True, False])}
+    best_metrics = {"a": {"delta_r_imdb": 1.0, "l2": 1.0}, "b": {"delta_r_imdb": 1.0, "l2": 1.0},
+                    "c": {"delta_r_imdb": 1.0, "l2": 1.0}}
+    cand = {k: torch.tensor([False, True]) for k in best}
+    cand_metrics = {"a": {"delta_r_imdb": 2.0, "l2": 1.0},   # both >=: accepted (ties count)
+                    "b": {"delta_r_imdb": 2.0, "l2": 0.5},   # l2 lower: refused
+                    "c": {"delta_r_imdb": 0.9, "l2": 5.0}}   # topology lower: refused
+    accepted = search.accept_layers(best, best_metrics, cand, cand_metrics)
+    assert accepted == ["a"]
+    assert torch.equal(best["a"], cand["a"]) and torch.equal(best["b"], torch.tensor([True, False]))
+    assert best_metrics["a"]["delta_r_imdb"] == 2.0 and best_metrics["b"]["l2"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["snip", "erk"])
+def test_selected_masks_dominate_the_baseline_layer_by_layer(model, digits, method):
+    result = search.pags(model, method, 0.1, digits, CFG, seed=0, scoring_batches=2, progress=False)
+    params = prunable_parameters(model)
+    base = graph.measure_layers({n: (p.detach(), result.baseline[n]) for n, p in params.items()})
+    for snapshot in result.selected:
+        mine = graph.measure_layers({n: (p.detach(), snapshot.masks[n]) for n, p in params.items()})
+        for name in params:
+            for key in search.SEARCH_KEYS:
+                assert mine[name][key] >= base[name][key] - 1e-12, (name, key)
+    assert len(result.log) == CFG.population * len(params)
+    assert 0 < result.summary["explored_share"] <= 1
+
+
+def test_first_best_is_the_full_data_pai_mask_and_population_zero_returns_it(model, digits):
+    empty = search.SearchConfig(population=0, batches=1, batch_size=64, snapshot_every=1, train_top=3)
+    result = search.pags(model, "snip", 0.1, digits, empty, seed=3, scoring_batches=2, progress=False)
+    expected = pruning.make_mask(model, "snip", 0.1, batches=digits.random_batches(2, 64, seed=3), seed=3)
+    assert same_masks(result.baseline, expected)
+    assert len(result.selected) == 1 and result.selected[0].index == 0
+    assert same_masks(result.selected[0].masks, expected)
+
+
+def test_search_is_deterministic(model, digits):
+    a = search.pags(model, "snip", 0.1, digits, CFG, seed=1, scoring_batches=2, progress=False)
+    b = search.pags(model, "snip", 0.1, digits, CFG, seed=1, scoring_batches=2, progress=False)
+    assert [s.index for s in a.selected] == [s.index for s in b.selected]
+    assert all(same_masks(x.masks, y.masks) for x, y in zip(a.selected, b.selected))
+    assert a.log == b.log
+
+
+def test_search_killed_by_sigterm_resumes_to_the_same_result(model, digits, tmp_path, monkeypatch):
+    state = tmp_path / "state.pt"
+    uninterrupted = search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, progress=False)
+    original = search.draw_candidate
+    calls = []
+
+    def draw_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # SLURM's SIGTERM arrives while candidate 3 is being scored
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search, "draw_candidate", draw_then_signal)
+    with pytest.raises(Preempted, match="after candidate 3"):
+        search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, state_path=state, progress=False)
+    monkeypatch.setattr(search, "draw_candidate", original)
+    resumed = search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, state_path=state,
+                          progress=False)
+    assert resumed.summary["resumed_at_candidate"] == 3
+    assert [s.index for s in resumed.selected] == [s.index for s in uninterrupted.selected]
+    assert all(same_masks(x.masks, y.masks) for x, y in zip(resumed.selected, uninterrupted.selected))
+    assert resumed.log == uninterrupted.log

@@ -1,0 +1,58 @@
+"""PAGS/PEGS mask search from a weights file and its PaI baseline mask; writes the selected masks and the log."""
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from fullspectrum import cli, data, io, masks, models, search, train
+from fullspectrum.provenance import provenance
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--weights", required=True, help="the checkpoint searched on (@0: PAGS, @N: PEGS)")
+    parser.add_argument("--baseline", required=True, help="the PaI mask made with full scoring data")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--search", type=cli.json_arg, required=True, help="search settings as JSON")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    device = train.pick_device(args.device)
+    model, weights_meta = models.load_weights(args.weights)
+    model.to(device)
+    baseline, base_meta = masks.load_mask_file(args.baseline, model)
+    cfg = search.SearchConfig(population=args.search["population"], batches=args.search["batches"],
+                              batch_size=args.batch_size, snapshot_every=args.search["snapshot_every"],
+                              train_top=args.search["train_top"], noise=args.search["synflow_noise"])
+    out = Path(args.out)
+    state_path = out.parent / f".{out.name}_state.pt"  # outside the output directory, which Snakemake clears
+    result = search.pags(model, base_meta["method"], base_meta["target_density"], data.DeviceData(args.data, device),
+                         cfg, base_meta["seed"], baseline=baseline, state_path=state_path)
+    algorithm = "PAGS" if weights_meta["iters"] == 0 else "PEGS"
+    for snapshot in result.selected:
+        meta = masks.build_meta(
+            snapshot.masks, method=base_meta["method"], target_density=base_meta["target_density"],
+            seed=base_meta["seed"], model=base_meta["model"], dataset=base_meta["dataset"], source=args.weights,
+            pretrain_iters=weights_meta["iters"], search=algorithm, snapshot=snapshot.index,
+            after_candidates=snapshot.after_candidates, baseline_mask=args.baseline)
+        masks.save_mask_file(out / f"select{snapshot.index}.pt", snapshot.masks, meta)
+    io.write_csv(pd.DataFrame(result.log, columns=["candidate", "seed", "layer", *search.LOGGED_KEYS, "accepted"]),
+                 out / "candidates.csv")
+    summary = {**result.summary, "algorithm": algorithm, "method": base_meta["method"],
+               "target_density": base_meta["target_density"], "weights": args.weights, "baseline": args.baseline,
+               "selected_files": [f"select{s.index}.pt" for s in result.selected],
+               "provenance": provenance(config=args.search, device=train.describe_device(device),
+                                        wall_seconds=time.perf_counter() - started)}
+    io.write_json(summary, out / "summary.json")
+    state_path.unlink(missing_ok=True)
+    print(f"{algorithm} {base_meta['method']}: {summary['candidates_done']} candidates, "
+          f"{summary['layers_accepted']} layers accepted, {len(result.selected)} selected, explored "
+          f"{summary['explored_share']:.1%} of the weights in {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    cli.run(main)
