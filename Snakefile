@@ -14,6 +14,9 @@ include: "rules/masks.smk"
 include: "rules/graph.smk"
 include: "rules/train.smk"
 include: "rules/search.smk"
+include: "rules/baselines.smk"
+include: "rules/itop.smk"
+include: "rules/report.smk"
 
 
 localrules:
@@ -21,9 +24,39 @@ localrules:
     prepare_data,
     selected_mask,
     pags_results,
+    lth_summary,
+    table,
+    figure,
+
+
+TABLE_NAMES = list(config["tables"])
+FIGURE_NAMES = list(config["figures"])
 
 
 rule all:
     input:
         mask_results(f"{run.dir(RESULTS)}/pai" for run in RUNS),
         [f"{run.dir(RESULTS)}/pags/results.json" for run in RUNS],
+        [path for run in BASELINES for path in baseline_outputs(run)],
+        [path for name in TABLE_NAMES for path in table_files(name)],
+        [path for name in FIGURE_NAMES for path in figure_files(name)],
+
+
+rule tables:
+    input:
+        [path for name in TABLE_NAMES for path in table_files(name)],
+
+
+rule figures:
+    input:
+        [path for name in FIGURE_NAMES for path in figure_files(name)],
+
+
+# Named targets: table1..3 and fig1..2, one per table and figure the config defines.
+for _name in TABLE_NAMES + FIGURE_NAMES:
+
+    rule:
+        name:
+            _name
+        input:
+            table_files(_name) if _name.startswith("table") else figure_files(_name),

@@ -15,6 +15,10 @@ from typing import Any, Iterator
 import torch
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class InputFileError(ValueError):
     """An input file is missing, truncated, corrupted or of the wrong kind; the message names it."""
 
@@ -35,6 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

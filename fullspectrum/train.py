@@ -167,6 +167,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.images_seen = 0
         self.resumed_from: dict | None = None
+        self.stopped = False  # a callback ended the run early (kept in the checkpoint: a resume must not go on)
         self.set_masks(masks)
 
     # ----- masks -----------------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "cpu_rng": torch.get_rng_state(),
             "aug_rng": self.aug_generator.get_state(),
-            "epoch": self.epoch, "step": self.step, "history": json.dumps(self.history),
+            "epoch": self.epoch, "step": self.step, "stopped": self.stopped, "history": json.dumps(self.history),
             "train_seconds": self.train_seconds, "images_seen": self.images_seen,
             "masks": {k: v.cpu() for k, v in self.masks.items()} if self.masks is not None else None,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
@@ -245,7 +246,7 @@ class Trainer:
         self.aug_generator.set_state(state["aug_rng"])
         if self.cuda and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        self.epoch, self.step = state["epoch"], state["step"]
+        self.epoch, self.step, self.stopped = state["epoch"], state["step"], state["stopped"]
         self.history = json.loads(state["history"])
         self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
         for callback, cb_state in zip(self.callbacks, state["callbacks"]):
@@ -301,9 +302,8 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.desc, unit="step",
                    disable=not self.progress, dynamic_ncols=True, mininterval=2.0)
-        stop = False
         with SignalFlag() as signals:
-            while self.step < self.total_steps and not stop:
+            while self.step < self.total_steps and not self.stopped:
                 order = self.data.epoch_order(self.seed, self.epoch)
                 skip = self.step - self.epoch * self.steps_per_epoch  # resumed mid-epoch
                 losses, first_step = [], self.step
@@ -339,8 +339,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{train_loss:.3f}", acc="-" if test_acc is None else f"{test_acc:.1f}")
                 self.epoch += 1
                 for callback in self.callbacks:
-                    stop = callback.on_epoch_end(self, self.epoch, test_acc) or stop
-                if stop and test_acc is None:
+                    self.stopped = callback.on_epoch_end(self, self.epoch, test_acc) or self.stopped
+                if self.stopped and test_acc is None:
                     self.history[-1]["test_acc"] = self.evaluate()
                 self.save_checkpoint()
         bar.close()

@@ -151,3 +151,143 @@ def table_baselines(config: Mapping, name: str) -> list[Run]:
 
 def unique(items: Iterable) -> list:
     return list(dict.fromkeys(items))
+
+
+# Methods whose mask directories carry their own starting weights (`weights.pt` beside `mask.pt`): Early-Bird
+# tickets are drawn mid-training and ITOP tickets are snapshots of a dynamic sparse run.
+OWN_WEIGHTS = ("eb", "itop")
+
+
+def start_weights(mask_dir: str) -> str:
+    """The weights a mask in `mask_dir` was made from, and that its training starts from."""
+    parts = parse_mask_dir(mask_dir)
+    if parts["method"] in OWN_WEIGHTS:
+        return f"{mask_dir.rstrip('/')}/weights.pt"
+    return pretrain_path(parts["results"], parts["dataset"], parts["model"], parts["seed"], parts["iters"])
+
+
+# ----- ITOP snapshot tickets (Figures 1-2) ------------------------------------------------------------------
+# Snakemake needs every output before anything runs, so the number of ITOP snapshots is computed from the config
+# alone: the training-set sizes are fixed by the data preparation (digits: the fixed 80/20 split of 1,797 images).
+TRAIN_SIZES = {"digits": 1437, "cifar10": 50000, "cifar100": 50000}
+
+
+def itop_total_steps(config: Mapping, dataset: str) -> int:
+    """Optimiser steps of the ITOP run: `itop.epochs` epochs of `train.batch_size` over the training set."""
+    if dataset not in TRAIN_SIZES:
+        raise ConfigError(f"no fixed training-set size for dataset {dataset!r}; add it to workflow.TRAIN_SIZES")
+    steps_per_epoch = math.ceil(TRAIN_SIZES[dataset] / config["train"]["batch_size"])
+    return config["itop"]["epochs"] * steps_per_epoch
+
+
+def itop_update_steps(total_steps: int, update_frequency: int) -> list[int]:
+    """Steps after which ITOP prunes and regrows: every `update_frequency` steps, never at the last step."""
+    return list(range(update_frequency, total_steps, update_frequency))
+
+
+def itop_snapshot_steps(total_steps: int, update_frequency: int, snapshot_every: int) -> list[int]:
+    """Steps of the snapshot tickets: 0 (the ERK mask on the initialisation), then every `snapshot_every`-th update."""
+    updates = itop_update_steps(total_steps, update_frequency)
+    return [0] + [step for number, step in enumerate(updates, start=1) if number % snapshot_every == 0]
+
+
+def itop_snapshot_count(config: Mapping, dataset: str) -> int:
+    itop = config["itop"]
+    return len(itop_snapshot_steps(itop_total_steps(config, dataset), itop["update_frequency"],
+                                   itop["snapshot_every"]))
+
+
+def itop_dir(config: Mapping, dataset: str, model: str, seed: int) -> str:
+    """Where the ITOP run of (dataset, model, seed) writes itop.json and its snapshot tickets snap{k}/."""
+    return Run(dataset, model, float(config["itop"]["density"]), "itop", 0, int(seed)).dir(config["results"])
+
+
+def itop_snapshot_dirs(config: Mapping, dataset: str, model: str, seed: int) -> list[str]:
+    """The mask directories of the snapshot tickets (each trained by sparse_train, measured by graph_metrics)."""
+    base = itop_dir(config, dataset, model, seed)
+    return [f"{base}/snap{k}" for k in range(itop_snapshot_count(config, dataset))]
+
+
+# Baselines (fullspectrum.baselines, rules/baselines.smk): where an LTH or EB run keeps what the tables read.
+BASELINE_METHODS = ("lth", "eb")
+
+
+def lth_run_dir(results: str, wildcards) -> str:
+    """The LTH run directory named by a rule's wildcards (dataset, model, density, iters, seed), as spelled."""
+    w = wildcards
+    return f"{results}/{w.dataset}/{w.model}/d{w.density}/lth/pre{w.iters}/s{w.seed}"
+
+
+def lth_previous_mask(results: str, wildcards) -> list[str]:
+    """Input of LTH round `wildcards.k`: the mask of round k-1 (none for round 1, which trains dense)."""
+    k = int(wildcards.k)
+    return [f"{lth_run_dir(results, wildcards)}/round{k - 1}/mask.pt"] if k > 1 else []
+
+
+def lth_round_files(results: str, wildcards, prune_fraction: float, name: str) -> list[str]:
+    """`round{k}/{name}` of every round k = 1..K of the LTH run the wildcards name (K from its density)."""
+    rounds = lth_rounds(float(wildcards.density), prune_fraction)
+    return [f"{lth_run_dir(results, wildcards)}/round{k}/{name}" for k in range(1, rounds + 1)]
+
+
+def baseline_files(results: str, run: Run) -> dict[str, str]:
+    """The files a table needs for a baseline run: the ticket's training metrics and graph metrics, the search
+    cost, and the baseline's own record (LTH: `rounds.csv`; EB: `eb.json`)."""
+    if run.method not in BASELINE_METHODS:
+        raise ValueError(f"{run.method!r} is not a baseline; expected one of {BASELINE_METHODS}")
+    base = run.dir(results)
+    files = {"metrics": f"{base}/ticket/metrics.json", "graph": f"{base}/ticket/graph.csv",
+             "cost": f"{base}/cost.json"}
+    if run.method == "lth":
+        files["rounds"] = f"{base}/rounds.csv"
+    else:
+        files["eb"] = f"{base}/eb.json"
+    return files
+
+
+def pags_results_path(run: Run, results: str) -> str:
+    return f"{run.dir(results)}/pags/results.json"
+
+
+def table_sources(config: Mapping, name: str) -> list[dict]:
+    """Table `name`'s rows in the paper's layout, each with the result files it is assembled from.
+
+    Blocks per model and pretraining setting ("ResNet18@100"), rows per PaI method; the baselines (EB, LTH)
+    follow the last block of each model. Seeds of one cell are pooled (baseline: mean ± std over seeds).
+    """
+    table, results = config["tables"][name], config["results"]
+    runs, baselines = table_runs(config, name), table_baselines(config, name)
+    rows = []
+    for model in table["models"]:
+        for iters in table["pretrain_iters"]:
+            for method in table["methods"]:
+                cell = [r for r in runs if (r.model, r.iters, r.method) == (model, iters, method)]
+                rows.append({
+                    "model": model, "iters": iters, "method": method, "kind": "pai",
+                    "seeds": [r.seed for r in cell],
+                    "baseline": [f"{r.dir(results)}/pai/metrics.json" for r in cell],
+                    "search": [pags_results_path(r, results) for r in cell],
+                    "cost": [],
+                })
+        for baseline in table["baselines"]:
+            cell = [r for r in baselines if (r.model, r.method) == (model, baseline)]
+            rows.append({
+                "model": model, "iters": None, "method": baseline, "kind": "baseline",
+                "seeds": [r.seed for r in cell],
+                "baseline": [f"{r.dir(results)}/ticket/metrics.json" for r in cell],
+                "search": [], "cost": [f"{r.dir(results)}/cost.json" for r in cell],
+            })
+    return rows
+
+
+def table_inputs(config: Mapping, name: str) -> list[str]:
+    return unique(path for row in table_sources(config, name) for key in ("baseline", "search", "cost")
+                  for path in row[key])
+
+
+def table_config(config: Mapping, name: str) -> dict:
+    """The part of the config Table `name` depends on (its rule's params: editing anything else keeps it)."""
+    return {"results": config["results"], "grid": config["grid"], "tables": {name: config["tables"][name]},
+            "lth": {"rewind_iters": config["lth"]["rewind_iters"]}, "train": {"epochs": config["train"]["epochs"]},
+            "pretrain": {"batch_size": config["pretrain"]["batch_size"]}, "model_width": config["model_width"],
+            "search": {k: config["search"][k] for k in ("population", "train_top")}}

@@ -80,3 +80,33 @@ def mask_data(wildcards):
 
 def mask_train_minutes(wildcards):
     return train_minutes(wf.parse_mask_dir(wildcards.maskdir)["model"], TRAIN["epochs"])
+
+
+# PAGS/PEGS selections: known once the search checkpoint ran.
+def selected_mask_dirs(run):
+    """The mask directories of a run's PAGS/PEGS selection (evaluates the search checkpoint)."""
+    search_dir = checkpoints.pags_search.get(
+        dataset=run.dataset, model=run.model, density=wf.density_str(run.density), method=run.method,
+        iters=run.iters, seed=run.seed).output[0]
+    summary = json.loads(open(f"{search_dir}/summary.json").read())
+    return [f"{run.dir(RESULTS)}/pags/{name.removesuffix('.pt')}" for name in summary["selected_files"]]
+
+
+def selected_results(wildcards):
+    run = wf.Run(wildcards.dataset, wildcards.model, float(wildcards.density), wildcards.method,
+                 int(wildcards.iters), int(wildcards.seed))
+    return mask_results(selected_mask_dirs(run))
+
+
+# Tables and baselines.
+def table_inputs(wildcards):
+    return wf.table_inputs(config, wildcards.table)
+
+
+def table_files(name):
+    return [f"{RESULTS}/tables/{name}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def baseline_outputs(run):
+    return list(wf.baseline_files(RESULTS, run).values())
+

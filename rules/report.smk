@@ -1,10 +1,6 @@
 # Tables 1-3 from the trained masks' results, and the artefacts Snakemake's report shows.
 
 
-def table_inputs(wildcards):
-    return wf.table_inputs(config, wildcards.table)
-
-
 rule table:
     input:
         table_inputs,
@@ -14,7 +10,7 @@ rule table:
         markdown=f"{RESULTS}/tables/{{table}}.md",
         latex=f"{RESULTS}/tables/{{table}}.tex",
     params:
-        config=as_json(config),
+        config=lambda wildcards: as_json(wf.table_config(config, wildcards.table)),
     log:
         log_path("table", "{table}"),
     conda:
@@ -22,7 +18,3 @@ rule table:
     shell:
         "python workflow_scripts/make_table.py --name {wildcards.table} --config '{params.config}' "
         "--csv {output.csv} --markdown {output.markdown} --latex {output.latex} > {log} 2>&1"
-
-
-def table_files(name):
-    return [f"{RESULTS}/tables/{name}.{ext}" for ext in ("csv", "md", "tex")]

@@ -42,21 +42,6 @@ rule selected_mask:
         "cp {input}/select{wildcards.snapshot}.pt {output} 2> {log}"
 
 
-def selected_mask_dirs(run):
-    """The mask directories of a run's PAGS/PEGS selection (evaluates the search checkpoint)."""
-    search_dir = checkpoints.pags_search.get(
-        dataset=run.dataset, model=run.model, density=wf.density_str(run.density), method=run.method,
-        iters=run.iters, seed=run.seed).output[0]
-    summary = json.loads(open(f"{search_dir}/summary.json").read())
-    return [f"{run.dir(RESULTS)}/pags/{name.removesuffix('.pt')}" for name in summary["selected_files"]]
-
-
-def selected_results(wildcards):
-    run = wf.Run(wildcards.dataset, wildcards.model, float(wildcards.density), wildcards.method,
-                 int(wildcards.iters), int(wildcards.seed))
-    return mask_results(selected_mask_dirs(run))
-
-
 rule pags_results:
     input:
         selected_results,
