@@ -51,10 +51,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--baseline-rounds", type=int, default=0,
                         help="time this many rounds of a plain SynFlow loop and extrapolate to 100 (0: skip)")
     args = parser.parse_args()
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model = models.build_seeded("resnet18", 10, args.width, seed=0).to(device)
     generator = torch.Generator().manual_seed(0)

@@ -68,6 +68,16 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 # ----------------------------------------------------------------------------------------------- validation
 
 
+def _check_noise(noise: float) -> float:
+    try:
+        value = float(noise)
+    except (TypeError, ValueError):
+        raise ValueError(f"noise must be a number, got {noise!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    return value
+
+
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; expected one of {', '.join(METHODS)}")
@@ -125,7 +135,7 @@ def _split(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Masks:
     out, offset = {}, 0
     for name, ref in like.items():
         n = ref.numel()
-        out[name] = flat[offset:offset + n].view(ref.shape)
+        out[name] = flat[offset:offset + n].view(ref.shape).clone()  # own storage: saving one layer saves it only
         offset += n
     return out
 
@@ -223,8 +233,6 @@ def _scoring_copy(model: nn.Module, noise: float, seed: int, dtype: torch.dtype 
         param.requires_grad_(False)
         param.grad = None
     params = prunable_parameters(scorer)
-    if noise < 0 or math.isnan(noise):
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
     if noise > 0:
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
@@ -307,34 +315,42 @@ def _synflow_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:
 
 
 def _synflow_mask(scorer: nn.Module, density: float, rounds: int, batches) -> torch.Tensor:
-    """Iterative SynFlow; returns the flat bool mask over the concatenated prunable weights."""
+    """Iterative SynFlow; returns the flat bool mask over the concatenated prunable weights.
+
+    Per round: one forward and backward pass, the products `grad * w` written straight into one flat buffer,
+    and the selection done only among the still-active weights (their number shrinks geometrically), so the
+    pruned weights are simply zeroed in place instead of re-masking the whole network.
+    """
     params = prunable_parameters(scorer)
     weights = list(params.values())
     device = weights[0].device
     sizes = [w.numel() for w in weights]
     total = sum(sizes)
-    # Keep all prunable weights in one flat buffer so that masking is a single in-place product.
+    # All prunable weights live in one flat buffer (the parameters become views of it); the scores too.
     flat_weights = torch.cat([w.detach().reshape(-1) for w in weights])
-    offset = 0
+    flat_scores = torch.empty_like(flat_weights)
+    score_views, offset = [], 0
     for w, n in zip(weights, sizes):
         w.data = flat_weights[offset:offset + n].view(w.shape)
+        score_views.append(flat_scores[offset:offset + n].view(w.shape))
         offset += n
     inputs = _synflow_input(torch.float64, device, batches)
     active = torch.arange(total, device=device)  # indices still kept, ascending (tie order = index order)
-    mask = torch.ones(total, dtype=torch.bool, device=device)
     for t in range(1, rounds + 1):
         kept = int(round(density ** (t / rounds) * total))
-        output = scorer(inputs)
-        grads = torch.autograd.grad(output.sum(), weights)
-        flat_grads = torch.cat([g.reshape(-1) for g in grads])
-        active_scores = flat_grads[active].mul_(flat_weights[active]).abs_()
-        survivors = active[_topk_flat(active_scores, kept)]
-        if survivors.numel() != active.numel():
-            mask.zero_()
-            mask[survivors] = True
-            active = survivors
-            with torch.no_grad():
-                flat_weights.mul_(mask)
+        if kept >= active.numel():
+            continue
+        grads = torch.autograd.grad(scorer(inputs).sum(), weights)
+        with torch.no_grad():
+            for grad, weight, view in zip(grads, weights, score_views):
+                torch.mul(grad, weight, out=view)
+            del grads
+            active_scores = flat_scores.index_select(0, active).abs_()
+            keep = _topk_flat(active_scores, kept)
+            flat_weights.index_fill_(0, active[~keep], 0.0)
+            active = active[keep]
+    mask = torch.zeros(total, dtype=torch.bool, device=device)
+    mask[active] = True
     return mask
 
 
@@ -346,6 +362,7 @@ def scores(model: nn.Module, method: str, batches: Batches | None = None, seed: 
     `make_mask` iterates. Scores live on the model's device (synflow in float64).
     """
     _check_method(method)
+    noise = _check_noise(noise)
     if method not in SCORE_METHODS:
         raise ValueError(f"method {method!r} has no per-weight score; scores exist for {', '.join(SCORE_METHODS)}")
     if method in DATA_METHODS:
@@ -387,6 +404,7 @@ def make_mask(model: nn.Module, method: str, density: float, batches: Batches | 
     """
     _check_method(method)
     density = _check_density(density)
+    noise = _check_noise(noise)
     if int(rounds) < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds!r}")
     params = prunable_parameters(model)
@@ -406,7 +424,7 @@ def make_mask(model: nn.Module, method: str, density: float, batches: Batches | 
         with torch.enable_grad():
             scorer = _synflow_copy(model, noise, seed)
             flat = _synflow_mask(scorer, density, int(rounds), batches)
-        masks = {name: m.clone() for name, m in _split(flat, params).items()}
+        masks = _split(flat, params)
     else:
         masks = global_topk_mask(scores(model, method, batches, seed, noise=noise), density)
     masks = {name: m.to(device) for name, m in masks.items()}

@@ -76,6 +76,15 @@ def total(masks) -> int:
     return sum(m.numel() for m in masks.values())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and one thread is far steadier on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(3)
@@ -84,7 +93,7 @@ def resnet():
 
 @pytest.fixture(scope="module")
 def cifar_batches():
-    return batches_for(11, count=2, size=8, hw=32, classes=10)
+    return batches_for(11, count=2, size=4, hw=16, classes=10)
 
 
 # --------------------------------------------------------------------------------- methods vs references
@@ -257,9 +266,8 @@ def test_contract_counts_determinism_and_untouched_model(method, resnet, cifar_b
     model = copy.deepcopy(resnet).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng_before = torch.get_rng_state()
-    extra = {"rounds": 20} if method == "synflow" else {}  # 100 rounds are checked on the tiny net above
-    first = pruning.make_mask(model, method, 0.2, cifar_batches, seed=7, **extra)
-    second = pruning.make_mask(model, method, 0.2, cifar_batches, seed=7, **extra)
+    first = pruning.make_mask(model, method, 0.2, cifar_batches, seed=7)
+    second = pruning.make_mask(model, method, 0.2, cifar_batches, seed=7)
 
     assert list(first) == list(prunable_parameters(model))
     for name, p in prunable_parameters(model).items():
@@ -276,8 +284,8 @@ def test_contract_counts_determinism_and_untouched_model(method, resnet, cifar_b
 
 @pytest.mark.parametrize("method", ["snip", "grasp"])
 def test_data_driven_masks_depend_on_the_batches(method, resnet):
-    a = pruning.make_mask(resnet, method, 0.2, batches_for(1, size=8, hw=32, classes=10))
-    b = pruning.make_mask(resnet, method, 0.2, batches_for(2, size=8, hw=32, classes=10))
+    a = pruning.make_mask(resnet, method, 0.2, batches_for(1, size=4, hw=16, classes=10))
+    b = pruning.make_mask(resnet, method, 0.2, batches_for(2, size=4, hw=16, classes=10))
     changed = sum(int((a[n] ^ b[n]).sum()) for n in a)
     assert changed > 0
 
