@@ -8,6 +8,16 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset=r"digits|cifar10|cifar100",
+    model=r"resnet18|resnet34",
+    seed=r"\d+",
+    iters=r"\d+",
+    density=r"[0-9.e-]+",
+
+
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/masks.smk"
@@ -60,3 +70,9 @@ for _name in TABLE_NAMES + FIGURE_NAMES:
             _name
         input:
             table_files(_name) if _name.startswith("table") else figure_files(_name),
+
+
+rule slurm_slice:
+    input:
+        mask_results(f"{run.dir(RESULTS)}/pai" for run in RUNS),
+        [f"{run.dir(RESULTS)}/pags/results.json" for run in RUNS],

@@ -12,8 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Iterable, Mapping
+
+
+def export_package_path(basedir: str) -> None:
+    """Put the checkout on PYTHONPATH so the rules' scripts import this package in any environment.
+
+    Set from the Snakefile at parse time: Snakemake re-parses it inside every cluster job, so jobs get it too.
+    """
+    paths = [basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != basedir]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 class ConfigError(ValueError):

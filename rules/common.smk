@@ -8,11 +8,12 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# Workflow scripts import the package from this checkout, locally, in conda envs and on cluster nodes alike.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 sys.path.insert(0, workflow.basedir)
 
 from fullspectrum import workflow as wf  # noqa: E402
+
+# Workflow scripts import the package from this checkout, locally, in conda envs and on cluster nodes alike.
+wf.export_package_path(workflow.basedir)
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -26,16 +27,8 @@ BASELINES = wf.baseline_runs(config)
 TRAIN = config["train"]
 
 
-wildcard_constraints:
-    dataset=r"digits|cifar10|cifar100",
-    model=r"resnet18|resnet34",
-    seed=r"\d+",
-    iters=r"\d+",
-    density=r"[0-9.e-]+",
-
-
 def log_path(rule_name, *parts):
-    return f"{RESULTS}/logs/{rule_name}/" + "/".join(parts) + ".log"
+    return os.path.join(RESULTS, "logs", rule_name, *parts) + ".log"
 
 
 def data_file(wildcards):
@@ -110,3 +103,69 @@ def table_files(name):
 def baseline_outputs(run):
     return list(wf.baseline_files(RESULTS, run).values())
 
+
+# ITOP snapshot tickets and Figures 1-2.
+ITOP = config["itop"]
+
+
+FIGURES = config["figures"]
+
+
+ITOP_DIR = f"{RESULTS}/{{dataset}}/{{model}}/d{wf.density_str(ITOP['density'])}/itop/pre0/s{{seed}}"
+
+
+def itop_init_weights(wildcards):
+    """The seed's initialisation: ITOP starts from the pretraining checkpoint @0."""
+    return wf.pretrain_path(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed, 0)
+
+
+def _itop_groups():
+    """{snapshot count: [datasets]} over the datasets the figures use."""
+    groups = {}
+    for dataset in wf.unique(figure["dataset"] for figure in FIGURES.values()):
+        groups.setdefault(wf.itop_snapshot_count(config, dataset), []).append(dataset)
+    return groups
+
+
+_ITOP_GROUPS = _itop_groups()
+
+
+def _figure(name):
+    if name not in FIGURES:
+        raise WorkflowError(f"no figure {name!r} in the config's `figures` (has: {', '.join(FIGURES) or 'none'})")
+    return FIGURES[name]
+
+
+def figure_ticket_dirs(name):
+    """The snapshot tickets' mask directories behind figure `name`."""
+    spec = _figure(name)
+    return wf.itop_snapshot_dirs(config, spec["dataset"], spec["model"], spec["seed"])
+
+
+def figure_files(name):
+    """What figure `name` (fig1, fig2) is made of: PNG, PDF, the plotted data, correlations (CSV and JSON)."""
+    spec = _figure(name)
+    stem = f"{RESULTS}/figures/{name}_{spec['dataset']}_{spec['model']}"
+    return [f"{stem}.png", f"{stem}.pdf", f"{stem}.csv", f"{stem}_correlations.csv", f"{stem}_correlations.json"]
+
+
+def _checked_ticket_dirs(wildcards):
+    spec = _figure(wildcards.fig)
+    if (spec["dataset"], spec["model"]) != (wildcards.dataset, wildcards.model):
+        raise WorkflowError(f"figure {wildcards.fig} is configured for {spec['dataset']}/{spec['model']}, not "
+                            f"{wildcards.dataset}/{wildcards.model}; ask for {figure_files(wildcards.fig)[0]}")
+    return figure_ticket_dirs(wildcards.fig)
+
+
+def figure_metrics(wildcards):
+    return [f"{d}/metrics.json" for d in _checked_ticket_dirs(wildcards)]
+
+
+def figure_graphs(wildcards):
+    return [f"{d}/graph.csv" for d in _checked_ticket_dirs(wildcards)]
+
+
+def figure_title(wildcards):
+    spec = _figure(wildcards.fig)
+    return (f"{wildcards.fig}: ITOP snapshot tickets, {spec['model']} on {spec['dataset']} "
+            f"(density {ITOP['density']}, seed {spec['seed']})")

@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT))
 
 from fullspectrum import data  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: on a small shared CPU, torch's default thread pool makes the tiny test models several times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

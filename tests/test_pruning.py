@@ -76,15 +76,6 @@ def total(masks) -> int:
     return sum(m.numel() for m in masks.values())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and one thread is far steadier on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(3)

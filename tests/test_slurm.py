@@ -80,13 +80,12 @@ def _env() -> dict[str, str]:
 
 def _snakemake(*extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake",
+        sys.executable, "-m", "snakemake", TARGET,
         "--profile", str(PROFILE),
         "--profile", str(TEST_PROFILE),
         "--workflow-profile", "none",
         "--configfile", CONFIGFILE,
         *extra,
-        TARGET,
     ]
 
 

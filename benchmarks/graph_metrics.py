@@ -1,0 +1,129 @@
+"""Time fullspectrum.graph.model_metrics beside the straightforward method, on the same mask, in the same run.
+
+    PYTHONPATH=. python benchmarks/graph_metrics.py                       # ResNet18, width 64, ERK density 0.05
+    PYTHONPATH=. python benchmarks/graph_metrics.py --density 0.1 --repeats 10 --threads 1
+
+The straightforward method is the authors': for every layer and every valid degree group, build the sparse
+(n_out + n_in) square adjacency and take its three largest-magnitude eigenvalues with scipy's `eigsh` (k=3):
+s1 is the largest, s2 the third (the eigenvalues come in +-s pairs). It runs once (it is slow); model_metrics
+runs `--repeats` times and the median is reported. Both wall-clock and process CPU seconds are printed: the
+machine may be shared, and CPU seconds show what the method costs on an idle core. The script fails if any
+metric differs by more than 1e-5 relative between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import eigsh
+
+from fullspectrum import graph, models, pruning
+from fullspectrum.masks import prunable_parameters
+
+
+def eigsh_top_two(biadjacency: np.ndarray) -> tuple[float, float]:
+    """s1, s2 from eigsh(k=3) on the sparse square adjacency, isolated nodes dropped (dense when too small)."""
+    x = sp.csr_matrix(biadjacency[biadjacency.any(1)][:, biadjacency.any(0)])
+    n = x.shape[0] + x.shape[1]
+    square = sp.bmat([[None, x], [x.T, None]], format="csr")
+    if n <= 4:  # eigsh needs k < n
+        values = np.linalg.eigvalsh(square.toarray())
+    else:
+        values = eigsh(square, k=3, which="LM", return_eigenvectors=False)
+    magnitudes = np.sort(np.abs(values))[::-1]
+    return magnitudes[0], magnitudes[2] if magnitudes.size > 2 else 0.0
+
+
+def straightforward_layer(weight: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The five metrics by the straightforward method (DESIGN.md formulas, eigsh per layer and per group)."""
+    b = mask.reshape(mask.shape[0], -1).astype(np.float64)
+    bw = np.abs(weight.reshape(mask.shape[0], -1)) * b
+    edges, n_out, n_in = b.sum(), (b.sum(1) > 0).sum(), (b.sum(0) > 0).sum()
+    delta_r = lambda_gap = math.nan
+    if n_out and edges / n_out >= 3 and edges / n_in > 1:
+        delta_r = math.sqrt(edges / n_out - 1) + math.sqrt(edges / n_in - 1) - eigsh_top_two(b)[1]
+        s1, s2 = eigsh_top_two(bw)
+        lambda_gap = s1 - s2
+    degree = b.sum(0)
+    deltas, lambdas = [], []
+    for d in np.unique(degree):
+        columns = degree == d
+        if d < 3 or columns.sum() < 2:
+            continue
+        reached = b[:, columns].any(1)
+        sub, sub_w = b[reached][:, columns], bw[reached][:, columns]
+        if sub.sum() / reached.sum() > 1:
+            c = max(columns.sum(), reached.sum()) / (columns.sum() + reached.sum() - 1)
+            deltas.append(c * (math.sqrt(sub.sum() / reached.sum() - 1) + math.sqrt(d - 1) - eigsh_top_two(sub)[1]))
+            s1, s2 = eigsh_top_two(sub_w)
+            lambdas.append(c * (s1 - s2))
+    out = {"delta_r": delta_r, "lambda_gap": lambda_gap,
+           "delta_r_imdb": float(np.mean(deltas)) if deltas else 0.0,
+           "lambda_imdb": float(np.mean(lambdas)) if lambdas else 0.0}
+    out["l2"] = math.sqrt(sum(0.0 if math.isnan(v) else v * v for v in out.values()))
+    return out
+
+
+def timed(function):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18", choices=sorted(models.ARCHITECTURES))
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--density", type=float, default=0.05)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model = models.build_seeded(args.model, args.classes, args.width, seed=0)
+    masks = pruning.make_mask(model, "erk", args.density, seed=0)
+    params = prunable_parameters(model)
+    print(f"{args.model} width {args.width}, {len(params)} prunable layers, ERK density {args.density}; "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+
+    graph.model_metrics(model, masks)  # warm-up (imports, allocator)
+    runs = [timed(lambda: graph.model_metrics(model, masks)) for _ in range(args.repeats)]
+    table = runs[-1][0].set_index("layer")
+    fast_wall = statistics.median(r[1] for r in runs)
+    fast_cpu = statistics.median(r[2] for r in runs)
+
+    arrays = {name: (p.detach().numpy().astype(np.float64), masks[name].numpy()) for name, p in params.items()}
+    slow, slow_wall, slow_cpu = timed(lambda: {name: straightforward_layer(*pair) for name, pair in arrays.items()})
+
+    worst = 0.0
+    for name, reference in slow.items():
+        for key, expected in reference.items():
+            got = table.loc[name, key]
+            if math.isnan(expected) or math.isnan(got):
+                if not (math.isnan(expected) and math.isnan(got)):
+                    raise SystemExit(f"MISMATCH {name} {key}: model_metrics {got}, straightforward {expected}")
+                continue
+            difference = abs(got - expected) / max(abs(expected), 1e-6)
+            worst = max(worst, difference)
+            if difference > 1e-5:
+                raise SystemExit(f"MISMATCH {name} {key}: model_metrics {got}, straightforward {expected}")
+
+    print(f"model_metrics   : {fast_wall:7.3f} s wall, {fast_cpu:7.3f} s CPU (median of {args.repeats})")
+    print(f"straightforward : {slow_wall:7.3f} s wall, {slow_cpu:7.3f} s CPU (eigsh k=3 on square adjacencies)")
+    print(f"speed-up        : {slow_wall / fast_wall:7.1f}x wall, {slow_cpu / fast_cpu:7.1f}x CPU")
+    print(f"agreement       : largest relative difference {worst:.1e} over {len(slow)} layers x 5 metrics")
+    print(f"model mean      : delta_r_imdb {table.loc['model_mean', 'delta_r_imdb']:.4f}, "
+          f"l2 {table.loc['model_mean', 'l2']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

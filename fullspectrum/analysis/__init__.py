@@ -1,0 +1,1 @@
+"""Analysis of the workflow's results: the paper's tables and figures."""

@@ -1,0 +1,309 @@
+"""fullspectrum.graph against a straightforward reference: dense eigendecompositions of full square adjacencies."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from fullspectrum import graph, models, pruning
+from fullspectrum.masks import prunable_parameters
+
+RTOL = 1e-5
+
+
+# ---------------------------------------------------------------- the reference, written independently of graph.py
+
+def reference_top_two(biadjacency: np.ndarray) -> tuple[float, float]:
+    """s1 and s2 as the 1st and 3rd largest |eigenvalue| of the full (n_out + n_in) adjacency, as the authors."""
+    x = biadjacency[biadjacency.any(1)][:, biadjacency.any(0)]
+    n_out, n_in = x.shape
+    adjacency = np.zeros((n_out + n_in, n_out + n_in))
+    adjacency[:n_out, n_out:] = x
+    adjacency[n_out:, :n_out] = x.T
+    magnitudes = np.sort(np.abs(np.linalg.eigvalsh(adjacency)))[::-1]
+    return magnitudes[0], magnitudes[2] if magnitudes.size > 2 else 0.0
+
+
+def reference_metrics(weight: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    b = mask.reshape(mask.shape[0], -1).astype(float)
+    bw = np.abs(weight.reshape(mask.shape[0], -1)) * b
+    edges, n_out, n_in = b.sum(), (b.sum(1) > 0).sum(), (b.sum(0) > 0).sum()
+    delta_r = lambda_gap = math.nan
+    if n_out and edges / n_out >= 3 and edges / n_in > 1:
+        delta_r = math.sqrt(edges / n_out - 1) + math.sqrt(edges / n_in - 1) - reference_top_two(b)[1]
+        s1, s2 = reference_top_two(bw)
+        lambda_gap = s1 - s2
+    degree = b.sum(0)
+    deltas, lambdas = [], []
+    for d in np.unique(degree):
+        columns = degree == d
+        if d == 0 or columns.sum() < 2:
+            continue
+        reached = b[:, columns].any(1)
+        sub, sub_w = b[reached][:, columns], bw[reached][:, columns]
+        group_in, group_out = columns.sum(), reached.sum()
+        if d >= 3 and sub.sum() / group_out > 1:
+            c = max(group_in, group_out) / (group_in + group_out - 1)
+            deltas.append(c * (math.sqrt(sub.sum() / group_out - 1) + math.sqrt(d - 1) - reference_top_two(sub)[1]))
+            s1, s2 = reference_top_two(sub_w)
+            lambdas.append(c * (s1 - s2))
+    out = {"delta_r": delta_r, "lambda_gap": lambda_gap,
+           "delta_r_imdb": float(np.mean(deltas)) if deltas else 0.0,
+           "lambda_imdb": float(np.mean(lambdas)) if lambdas else 0.0}
+    out["l2"] = math.sqrt(sum(0.0 if math.isnan(v) else v * v for v in out.values()))
+    return out
+
+
+def assert_metrics_close(ours: dict, reference: dict, context="") -> None:
+    assert set(graph.METRICS) <= set(ours)
+    for key in graph.METRICS:
+        a, b = ours[key], reference[key]
+        if math.isnan(b):
+            assert math.isnan(a), f"{context} {key}: {a} but the reference is undefined"
+        else:
+            # atol: squaring into a Gram matrix leaves a singular value far below s1 accurate to ~1e-8 * s1.
+            assert a == pytest.approx(b, rel=RTOL, abs=1e-7), f"{context} {key}: {a} vs reference {b}"
+
+
+def random_layer(shape, density, seed, zero_weights=0.0):
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) < density
+    weight = rng.standard_normal(shape)
+    weight[rng.random(shape) < zero_weights] = 0.0
+    return weight, mask
+
+
+@pytest.fixture
+def force_lanczos(monkeypatch):
+    """Send every graph (and every connected component) of 2+ nodes on its small side through Lanczos."""
+    monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 2)
+
+
+# ------------------------------------------------------------------------------------------- agreement
+
+SHAPES = [
+    (64, 3, 3, 3),     # the 3-channel stem
+    (32, 16, 3, 3),
+    (64, 32, 1, 1),    # 1x1 shortcut, more outputs than inputs
+    (32, 64, 1, 1),
+    (10, 64),          # linear head, 10 classes
+    (100, 64),         # linear head, 100 classes
+    (48, 40),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("density", [0.03, 0.12, 0.4, 1.0])
+def test_agrees_with_dense_reference(shape, density):
+    seed = hash((shape, density)) % 2**32
+    weight, mask = random_layer(shape, density, seed)
+    assert_metrics_close(graph.layer_metrics(weight, mask), reference_metrics(weight, mask), f"{shape} {density}")
+
+
+@pytest.mark.parametrize("shape,density", [((256, 40, 3, 3), 0.04), ((200, 300), 0.05), ((300, 250), 0.08)])
+def test_large_layers_take_the_lanczos_path_and_agree(shape, density):
+    weight, mask = random_layer(shape, density, seed=7)
+    assert min(mask.reshape(shape[0], -1).any(1).sum(), mask.reshape(shape[0], -1).any(0).sum()) \
+        >= graph._LANCZOS_MIN_SIDE
+    assert_metrics_close(graph.layer_metrics(weight, mask), reference_metrics(weight, mask), str(shape))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_forced_lanczos_agrees_on_small_and_disconnected_graphs(seed, force_lanczos):
+    rng = np.random.default_rng(seed)
+    shape = [(12, 9), (20, 4, 2, 2), (6, 30), (40, 3, 3, 3)][seed % 4]
+    weight, mask = random_layer(shape, rng.choice([0.05, 0.2, 0.5, 1.0]), seed, zero_weights=0.1 * (seed % 2))
+    assert_metrics_close(graph.layer_metrics(weight, mask), reference_metrics(weight, mask), f"seed {seed}")
+
+
+@pytest.mark.parametrize("lanczos", [False, True])
+def test_repeated_top_singular_value_across_components(lanczos, monkeypatch):
+    """Two identical disjoint K_{4,5} blocks (plus a small one): s1 = s2, which one-vector Lanczos would miss."""
+    if lanczos:
+        monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 3)
+    mask = np.zeros((11, 12), dtype=bool)
+    mask[0:4, 0:5] = mask[4:8, 5:10] = mask[8:11, 10:12] = True
+    weight = np.ones(mask.shape)
+    ours = graph.layer_metrics(weight, mask)
+    assert_metrics_close(ours, reference_metrics(weight, mask))
+    s = math.sqrt(20)  # the top singular value of K_{4,5}, twice
+    assert ours["delta_r"] == pytest.approx(math.sqrt(46 / 11 - 1) + math.sqrt(46 / 12 - 1) - s)
+    assert ours["lambda_gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("lanczos", [False, True])
+def test_zero_weight_bridge_keeps_weighted_components_apart(lanczos, monkeypatch):
+    """A kept weight of exactly 0 joins two identical blocks in B but not in B_w, where s1 = s2 again."""
+    if lanczos:
+        monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 3)
+    mask = np.zeros((8, 10), dtype=bool)
+    mask[0:4, 0:5] = mask[4:8, 5:10] = True
+    mask[0, 9] = True
+    weight = mask * 1.5
+    weight[0, 9] = 0.0
+    ours = graph.layer_metrics(weight, mask)
+    assert_metrics_close(ours, reference_metrics(weight, mask))
+    assert ours["lambda_gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_isolated_rows_and_columns_are_dropped():
+    weight, mask = random_layer((40, 60), 0.3, seed=3)
+    mask[[0, 5, 17], :] = False
+    mask[:, 10:25] = False
+    ours = graph.measure_layers({"l": (weight, mask)})["l"]
+    assert (ours["n_out"], ours["n_in"]) == (37, 45)
+    padded_mask = np.zeros((45, 70), dtype=bool)
+    padded_mask[:40, :60] = mask
+    padded_weight = np.zeros((45, 70))
+    padded_weight[:40, :60] = weight
+    assert_metrics_close(graph.layer_metrics(padded_weight, padded_mask), reference_metrics(weight, mask))
+    assert_metrics_close(ours, reference_metrics(weight, mask))
+
+
+def test_single_degree_group():
+    rng = np.random.default_rng(5)
+    mask = np.zeros((30, 50), dtype=bool)
+    for column in range(50):  # every input feeds exactly 4 outputs: one group, the whole layer
+        mask[rng.choice(30, 4, replace=False), column] = True
+    weight = rng.standard_normal(mask.shape)
+    layer = graph._layer(weight, mask)
+    assert [d for d, _ in layer.groups] == [4]
+    assert_metrics_close(graph.layer_metrics(weight, mask), reference_metrics(weight, mask))
+
+
+def test_too_sparse_layer_is_undefined_and_imdb_zero():
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[np.arange(20), np.arange(20)] = True  # a matching: every degree is 1
+    ours = graph.layer_metrics(np.ones(mask.shape), mask)
+    assert math.isnan(ours["delta_r"]) and math.isnan(ours["lambda_gap"])
+    assert ours["delta_r_imdb"] == ours["lambda_imdb"] == ours["l2"] == 0.0
+
+
+def test_empty_mask():
+    ours = graph.measure_layers({"l": (np.ones((8, 4, 3, 3)), np.zeros((8, 4, 3, 3), dtype=bool))})["l"]
+    assert (ours["n_out"], ours["n_in"], ours["density"]) == (0, 0, 0.0)
+    assert math.isnan(ours["delta_r"]) and math.isnan(ours["dbar_out"])
+    assert ours["l2"] == 0.0
+
+
+def test_weights_that_are_zero_under_the_mask():
+    weight, mask = random_layer((50, 40), 0.3, seed=11, zero_weights=0.3)
+    assert_metrics_close(graph.layer_metrics(weight, mask), reference_metrics(weight, mask))
+
+
+# ------------------------------------------------------------------------------------------- hand-checked
+
+def test_complete_bipartite_k33_by_hand():
+    ours = graph.layer_metrics(np.ones((3, 3)), np.ones((3, 3), dtype=bool))
+    # s1 = 3, s2 = 0; all degrees 3; one group (d = 3, 3 inputs, 3 outputs) with c = 3 / 5.
+    assert ours["delta_r"] == pytest.approx(2 * math.sqrt(2))
+    assert ours["lambda_gap"] == pytest.approx(3.0)
+    assert ours["delta_r_imdb"] == pytest.approx(0.6 * 2 * math.sqrt(2))
+    assert ours["lambda_imdb"] == pytest.approx(1.8)
+    assert ours["l2"] == pytest.approx(math.sqrt(8 + 9 + 0.36 * 8 + 1.8**2))
+    four_d = graph.layer_metrics(torch.ones(3, 3, 1, 1), torch.ones(3, 3, 1, 1, dtype=torch.bool))
+    assert four_d == pytest.approx(ours)
+
+
+def test_two_weighted_blocks_by_hand():
+    """K_{3,3} with weights 1 and K_{3,3} with weights 2: binary s1 = s2 = 3, weighted s1 = 6, s2 = 3."""
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[:3, :3] = mask[3:, 3:] = True
+    weight = np.where(np.arange(6)[:, None] < 3, 1.0, -2.0) * mask
+    ours = graph.layer_metrics(weight, mask)
+    c = 6 / 11
+    assert ours["delta_r"] == pytest.approx(2 * math.sqrt(2) - 3)
+    assert ours["lambda_gap"] == pytest.approx(3.0)
+    assert ours["delta_r_imdb"] == pytest.approx(c * (2 * math.sqrt(2) - 3))
+    assert ours["lambda_imdb"] == pytest.approx(c * 3.0)
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+def test_numpy_and_torch_inputs_agree():
+    weight, mask = random_layer((24, 8, 3, 3), 0.2, seed=2)
+    from_numpy = graph.layer_metrics(weight, mask)
+    from_torch = graph.layer_metrics(torch.nn.Parameter(torch.from_numpy(weight).float()), torch.from_numpy(mask))
+    assert from_torch == pytest.approx(from_numpy, rel=1e-6, nan_ok=True)  # float32 weights: 1e-7 rounding
+    mixed = graph.layer_metrics(torch.from_numpy(weight), mask)
+    assert mixed == pytest.approx(from_numpy, nan_ok=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    weight, mask = random_layer((256, 32, 3, 3), 0.05, seed=4)
+    on_gpu = graph.layer_metrics(torch.from_numpy(weight).cuda(), torch.from_numpy(mask).cuda())
+    assert on_gpu == pytest.approx(graph.layer_metrics(weight, mask), rel=1e-9, nan_ok=True)
+
+
+@pytest.mark.parametrize("weight,mask,message", [
+    (np.ones((4, 5)), np.ones((4, 6), dtype=bool), "differs from weight shape"),
+    (np.ones((4, 5)), np.ones((4, 5)), "boolean mask"),
+    (np.ones((4, 5)), np.ones((4, 5), dtype=np.int64), "boolean mask"),
+    (np.ones((4, 5, 3)), np.ones((4, 5, 3), dtype=bool), r"\[C_out, C_in, k, k\] or \[C_out, C_in\], got a 3-D"),
+    (np.ones(5), np.ones(5, dtype=bool), "got a 1-D"),
+    (np.ones((0, 5)), np.ones((0, 5), dtype=bool), "zero-sized"),
+    (np.full((4, 5), np.nan), np.ones((4, 5), dtype=bool), "non-finite"),
+    ([[1.0]], np.ones((1, 1), dtype=bool), "numpy array or a torch tensor"),
+])
+def test_bad_input_is_refused(weight, mask, message):
+    with pytest.raises(ValueError, match=message):
+        graph.layer_metrics(weight, mask)
+
+
+def test_measure_layers_names_the_bad_layer():
+    with pytest.raises(ValueError, match="layer 'b'"):
+        graph.measure_layers({"a": (np.ones((3, 3)), np.ones((3, 3), dtype=bool)),
+                              "b": (np.ones((3, 3)), np.ones((3, 3)))})
+
+
+# ------------------------------------------------------------------------------------------- property
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(out_channels=st.integers(1, 40), in_channels=st.integers(1, 12), kernel=st.sampled_from([None, 1, 3]),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**31))
+def test_metrics_are_finite_exactly_where_defined(out_channels, in_channels, kernel, density, seed):
+    shape = (out_channels, in_channels) if kernel is None else (out_channels, in_channels, kernel, kernel)
+    weight, mask = random_layer(shape, density, seed)
+    ours = graph.layer_metrics(weight, mask)
+    b = mask.reshape(out_channels, -1)
+    edges, n_out, n_in = b.sum(), b.any(1).sum(), b.any(0).sum()
+    defined = bool(n_out) and edges >= 3 * n_out and edges > n_in
+    for key in ("delta_r", "lambda_gap"):
+        assert math.isfinite(ours[key]) == defined and (defined or math.isnan(ours[key]))
+    for key in ("delta_r_imdb", "lambda_imdb", "l2"):
+        assert math.isfinite(ours[key])
+    assert ours["l2"] >= 0 and ours["lambda_imdb"] >= 0 and (not defined or ours["lambda_gap"] >= -1e-9)
+
+
+# ------------------------------------------------------------------------------------------- model level
+
+def test_model_metrics_table():
+    model = models.build_seeded("resnet18", 10, 8, seed=0)
+    masks = pruning.make_mask(model, "erk", 0.1, seed=0)
+    table = graph.model_metrics(model, masks)
+    params = prunable_parameters(model)
+    assert list(table.columns) == list(graph.COLUMNS)
+    assert list(table["layer"]) == [*params, "model_mean"]
+    layers, mean = table.iloc[:-1], table.iloc[-1]
+    for key in graph.METRICS:
+        assert mean[key] == pytest.approx(layers[key].dropna().mean())
+    assert mean["density"] == pytest.approx(sum(int(m.sum()) for m in masks.values())
+                                            / sum(p.numel() for p in params.values()))
+    assert pd.isna(mean["n_out"])
+    row = table.set_index("layer").loc["layer2.0.conv1.weight"]
+    assert row["shape"] == "16x8x3x3"
+    expected = graph.layer_metrics(params["layer2.0.conv1.weight"], masks["layer2.0.conv1.weight"])
+    assert row[list(graph.METRICS)].to_dict() == pytest.approx(expected, nan_ok=True)
+    subset = graph.measure_layers({"linear.weight": (params["linear.weight"], masks["linear.weight"])})
+    assert subset["linear.weight"]["l2"] == pytest.approx(table.set_index("layer").loc["linear.weight", "l2"])
+
+
+def test_model_metrics_refuses_a_mask_for_another_model():
+    model = models.build("resnet18", 10, 4)
+    masks = pruning.make_mask(models.build("resnet18", 10, 8), "erk", 0.1, seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        graph.model_metrics(model, masks)
