@@ -7,8 +7,9 @@ The straightforward method is the authors': for every layer and every valid degr
 (n_out + n_in) square adjacency and take its three largest-magnitude eigenvalues with scipy's `eigsh` (k=3):
 s1 is the largest, s2 the third (the eigenvalues come in +-s pairs). It runs once (it is slow); model_metrics
 runs `--repeats` times and the median is reported. Both wall-clock and process CPU seconds are printed: the
-machine may be shared, and CPU seconds show what the method costs on an idle core. The script fails if any
-metric differs by more than 1e-5 relative between the two.
+machine may be shared, and CPU seconds show what the method costs on an idle core. Both run on one thread
+(model_metrics limits itself; eigsh's BLAS is limited here). The script fails if any metric differs by more
+than 1e-5 relative between the two.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import eigsh
+from threadpoolctl import threadpool_limits
 
 from fullspectrum import graph, models, pruning
 from fullspectrum.masks import prunable_parameters
@@ -102,7 +104,8 @@ def main() -> None:
     fast_cpu = statistics.median(r[2] for r in runs)
 
     arrays = {name: (p.detach().numpy().astype(np.float64), masks[name].numpy()) for name, p in params.items()}
-    slow, slow_wall, slow_cpu = timed(lambda: {name: straightforward_layer(*pair) for name, pair in arrays.items()})
+    with threadpool_limits(1, user_api="blas"):  # one thread, as model_metrics uses
+        slow, slow_wall, slow_cpu = timed(lambda: {name: straightforward_layer(*pair) for name, pair in arrays.items()})
 
     worst = 0.0
     for name, reference in slow.items():

@@ -9,20 +9,25 @@ is slow; here each graph is solved on the small side of its biadjacency `X` (row
   `torch.linalg.eigvalsh`, batched over graphs of equal size. Its eigenvalues are the squared singular values.
 - large graphs on the CPU: Lanczos on `X X^T`, applied as `X (X^T v)` with scipy sparse matrices (the Gram is
   never formed), with full reorthogonalisation, until the residuals of the top two Ritz values are below
-  `_LANCZOS_TOL * s1^2` (the eigenvalue error is then of the order of the squared residual, far smaller).
-  Lanczos from one start vector finds each distinct eigenvalue once, so it runs on one connected component at
-  a time: a connected graph's top eigenvalue is simple (Perron-Frobenius), so the second Ritz value converges to
-  the true `s2` even when `s1` has multiplicity > 1 across components. Small components go the dense way.
+  `_LANCZOS_TOL * s1^2`; the topology and weight channels of a graph run in lockstep. Lanczos from one start
+  vector finds each distinct eigenvalue once, so it runs on one connected component at a time: a connected
+  graph's top eigenvalue is simple (Perron-Frobenius), so the second Ritz value converges to the true `s2` even
+  when `s1` has multiplicity > 1 across components. Small components go the dense way.
 
-Both ways agree with a dense eigendecomposition of the full adjacency to far better than 1e-5 relative
-(tests/test_graph.py); `benchmarks/graph_metrics.py` compares the speed with the straightforward method.
+Squaring loses nothing that matters: a singular value close to s1 is as exact as with the full adjacency, and
+one far below it (s2 of a near-complete graph) is off by at most ~1e-8 * s1, which moves no metric by more than
+~1e-7 relative. tests/test_graph.py checks agreement with dense solves of the full adjacency to 1e-5 relative;
+benchmarks/graph_metrics.py compares the speed with the straightforward method. The work runs on one thread
+(see `_single_threaded`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -30,6 +35,7 @@ import scipy.sparse as sp
 import torch
 from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.csgraph import connected_components
+from threadpoolctl import ThreadpoolController
 from torch import nn
 
 from .masks import check_masks, prunable_parameters
@@ -163,30 +169,35 @@ def _layer(weight: Any, mask: Any) -> _Layer:
     if n_out and edges >= 3 * n_out and edges > n_in:
         layer.whole = _Graph(whole_rows, whole_cols, values, n_out, n_in)
 
-    # The equal-degree groups, all at once: reorder the edges by column degree (column runs kept whole), then
-    # number each group's inputs and reached outputs 0.. within the group.
+    # The equal-degree groups, all at once: reorder the edges by input degree, keeping each input's run of edges
+    # whole, then number each group's inputs and reached outputs 0.. within the group.
     device = rows.device
     col_degree = torch.bincount(cols, minlength=n_cols)
     by_degree = torch.argsort(col_degree, stable=True)
-    run_length = col_degree[by_degree]
-    run_shift = (torch.cumsum(col_degree, 0) - col_degree)[by_degree] - (torch.cumsum(run_length, 0) - run_length)
-    order = torch.repeat_interleave(run_shift, run_length) + torch.arange(edges, device=device)
+    run = col_degree[by_degree]
+    shift = _exclusive_cumsum(col_degree)[by_degree] - _exclusive_cumsum(run)
+    order = torch.repeat_interleave(shift, run) + torch.arange(edges, device=device)
     rows, values = rows.index_select(0, order), values.index_select(0, order)
-    edge_degree = torch.repeat_interleave(run_length, run_length)
+    edge_degree = torch.repeat_interleave(run, run)
     counts = torch.bincount(col_degree)  # counts[d]: input nodes of degree d
-    first_edge = torch.cumsum(counts * torch.arange(counts.numel(), device=device), 0)
-    first_edge = first_edge - counts * torch.arange(counts.numel(), device=device)  # where degree d's edges begin
-    group_cols = (torch.arange(edges, device=device) - first_edge.index_select(0, edge_degree)) // edge_degree.clamp(min=1)
+    first_edge = _exclusive_cumsum(counts * torch.arange(counts.numel(), device=device))  # of degree d's run
+    position = torch.arange(edges, device=device) - first_edge.index_select(0, edge_degree)
+    group_cols = position // edge_degree.clamp(min=1)
     cell = edge_degree * n_rows + rows  # (degree, output) pairs, flattened
     reached = torch.zeros(counts.numel() * n_rows, dtype=torch.bool, device=device).index_fill_(0, cell, True)
     row_rank = torch.cumsum(reached.view(counts.numel(), n_rows), 1) - 1
     group_rows = torch.take(row_rank, cell)
-    for d, (count, start, n_reached) in enumerate(zip(counts.tolist(), first_edge.tolist(), (row_rank[:, -1] + 1).tolist())):
-        # d >= 3 is part of validity (d == 0 are the isolated inputs); then mean degree of the reached outputs > 1
-        if d >= 3 and count >= 2 and count * d > n_reached:
-            run = slice(start, start + count * d)
-            layer.groups.append((d, _Graph(group_rows[run], group_cols[run], values[run], n_reached, count)))
+    n_reached = (row_rank[:, -1] + 1).tolist()
+    for d, (count, start) in enumerate(zip(counts.tolist(), first_edge.tolist())):
+        # validity: d >= 3 (d == 0 are the isolated inputs) and mean degree of the reached outputs > 1
+        if d >= 3 and count >= 2 and count * d > n_reached[d]:
+            part = slice(start, start + count * d)
+            layer.groups.append((d, _Graph(group_rows[part], group_cols[part], values[part], n_reached[d], count)))
     return layer
+
+
+def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(values, 0) - values
 
 
 def _gram(graph: _Graph) -> torch.Tensor:
@@ -330,14 +341,40 @@ def _solve(graphs: list[_Graph]) -> None:
         graph.top = np.sqrt(np.clip(np.stack(eigen[2 * index: 2 * index + 2]), 0.0, None))
 
 
-def _parse(layers: Mapping[str, tuple[Any, Any]]) -> dict[str, _Layer]:
+@functools.cache
+def _blas_pools() -> ThreadpoolController:
+    return ThreadpoolController()  # made once numpy and scipy have loaded their BLAS; limiting it then costs ~10 us
+
+
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Run torch and numpy's BLAS on one thread, then restore their settings.
+
+    The work is a long chain of small operations: a second thread only adds synchronisation (measured on the
+    2-core machine: 0.50 s with 2 torch threads, 0.46 s with 1), and when another process holds a core, every
+    parallel region waits for a descheduled thread: one ResNet18 call then took 5-14 s instead of 0.8 s.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _blas_pools().limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _measure(layers: Mapping[str | None, tuple[Any, Any]]) -> dict[str | None, _Layer]:
+    """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
     parsed = {}
-    for name, (weight, mask) in layers.items():
-        try:
-            parsed[name] = _layer(weight, mask)
-        except ValueError as exc:
-            raise ValueError(f"layer {name!r}: {exc}") from exc
-    _solve([graph for layer in parsed.values() for graph in layer.graphs()])
+    with _single_threaded():
+        for name, (weight, mask) in layers.items():
+            try:
+                parsed[name] = _layer(weight, mask)
+            except ValueError as exc:
+                if name is None:
+                    raise
+                raise ValueError(f"layer {name!r}: {exc}") from exc
+        _solve([graph for layer in parsed.values() for graph in layer.graphs()])
     return parsed
 
 
@@ -347,7 +384,7 @@ def measure_layers(layers: Mapping[str, tuple[Any, Any]]) -> dict[str, dict[str,
     The eigenproblems of all the layers are solved together, so passing several layers at once (a mask search
     passing the layers it changed) costs less than one call per layer.
     """
-    return {name: layer.record() for name, layer in _parse(layers).items()}
+    return {name: layer.record() for name, layer in _measure(layers).items()}
 
 
 def layer_metrics(weight: Any, mask: Any) -> dict[str, float]:
@@ -355,9 +392,7 @@ def layer_metrics(weight: Any, mask: Any) -> dict[str, float]:
 
     `weight`: [C_out, C_in, k, k] or [C_out, C_in], numpy or torch (CPU or CUDA); `mask`: boolean, same shape.
     """
-    layer = _layer(weight, mask)
-    _solve(layer.graphs())
-    record = layer.record()
+    record = _measure({None: (weight, mask)})[None].record()
     return {key: record[key] for key in METRICS}
 
 
@@ -372,7 +407,7 @@ def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> pd.Dat
     """
     params = prunable_parameters(model)
     check_masks(masks, model)
-    parsed = _parse({name: (param, masks[name]) for name, param in params.items()})
+    parsed = _measure({name: (param, masks[name]) for name, param in params.items()})
     table = pd.DataFrame([{"layer": name, **layer.record()} for name, layer in parsed.items()], columns=list(COLUMNS))
     kept, total = (sum(getattr(layer, key) for layer in parsed.values()) for key in ("edges", "size"))
     mean_row = {"layer": "model_mean", "shape": "", "density": kept / total}

@@ -69,10 +69,14 @@ def load_torch(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise InputFileError(
-            f"{what} {path} holds objects that are unsafe to load (weights_only=True refused it: "
-            f"{str(exc).splitlines()[0]}); only tensors, numbers, strings and containers of them are accepted."
-        ) from exc
+        if "GLOBAL" in str(exc).upper():  # a pickled object other than tensors and containers: refused, not run
+            blocked = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line.upper()), "")
+            raise InputFileError(
+                f"{what} {path} holds objects that are unsafe to load ({blocked}); weights_only=True refused it. "
+                "Only tensors, numbers, strings and containers of them are accepted."
+            ) from exc
+        raise InputFileError(f"{what} {path} is not a readable torch file (truncated or corrupted); delete it "
+                             "and rerun the step that makes it.") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputFileError(
             f"{what} {path} is truncated or corrupted ({type(exc).__name__}: {str(exc).splitlines()[0]}); "

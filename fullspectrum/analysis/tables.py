@@ -121,12 +121,12 @@ def _difference(value, paper):
 
 
 def _fmt(value, spread=None) -> str:
-    if value is None:
+    if _none_if_nan(value) is None:
         return "–"
     if isinstance(value, str):
         return value.replace("_", " ")
     text = f"{value:.2f}"
-    return text if spread is None else f"{text} ± {spread:.2f}"
+    return text if _none_if_nan(spread) is None else f"{text} ± {spread:.2f}"
 
 
 def _display(cells: pd.DataFrame) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -140,15 +140,17 @@ def _display(cells: pd.DataFrame) -> tuple[list[str], list[tuple[str, list[str]]
         by_column = {r["column"]: r for r in group.to_dict("records")}
         line = [METHOD_LABELS.get(method, method)]
         for column in COLUMNS:
-            cell = by_column[column]
-            spread = cell["spread"] if column == "pags_avg_acc" or (column == "baseline_acc" and cell["n"] > 1) \
-                else None
-            line.append(_fmt(cell["value"], spread if cell["value"] is not None else None))
-            if column == "pretrain_cost":
-                line.append(_fmt(cell["paper"]))
-            else:
-                line.append(_fmt(cell["paper"], cell["paper_spread"] if column == "pags_avg_acc" else None))
-                line.append("–" if cell["difference"] is None else f"{cell['difference']:+.2f}")
+            cell = by_column.get(column)
+            width = 2 if column == "pretrain_cost" else 3
+            if cell is None:  # EB and LTH have no search columns
+                line += ["–"] * width
+                continue
+            with_spread = column == "pags_avg_acc" or (column == "baseline_acc" and cell["n"] > 1)
+            line.append(_fmt(cell["value"], cell["spread"] if with_spread else None))
+            line.append(_fmt(cell["paper"], cell["paper_spread"] if column == "pags_avg_acc" else None))
+            if width == 3:
+                difference = _none_if_nan(cell["difference"])
+                line.append("–" if difference is None else f"{difference:+.2f}")
         blocks.setdefault(block, []).append(line)
     return header, list(blocks.items())
 

