@@ -8,23 +8,29 @@ CORES ?= 2
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+EMBEDDED := --configfile config/embedded.yaml
+REPORT := results/embedded/report.html
+# The rules' shell commands find the project's python first, as in an activated venv.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
+
 ## demo: set up .venv and run the embedded default (digits, tiny ResNets) end to end on the CPU
 demo: $(BIN)/snakemake
-	$(BIN)/snakemake --profile profiles/default --configfile config/embedded.yaml --cores $(CORES) all report_html
-	$(BIN)/python -m fullspectrum.summary --config config/embedded.yaml
+	$(RUN) $(BIN)/snakemake all $(EMBEDDED) --cores $(CORES)
+	$(RUN) $(BIN)/snakemake all $(EMBEDDED) --report $(REPORT)
+	$(BIN)/python -m fullspectrum.summary $(EMBEDDED) --report $(REPORT)
 
 ## test: set up .venv and run the test suite
 test: $(BIN)/snakemake
-	$(BIN)/python -m pytest -q
+	$(RUN) $(BIN)/python -m pytest -q
 
 ## lint: Snakemake's linter on the paper grid and the embedded default
 lint: $(BIN)/snakemake
-	$(BIN)/snakemake --lint
-	$(BIN)/snakemake --lint --configfile config/embedded.yaml
+	$(RUN) $(BIN)/snakemake --lint
+	$(RUN) $(BIN)/snakemake --lint $(EMBEDDED)
 
+## clean: remove everything the workflow wrote (not the .venv)
 clean:
 	rm -rf results .snakemake report.html

@@ -97,7 +97,8 @@ class _State:
         self.done = 0
         self.accepted = 0
         self.changed_since_snapshot = False
-        self.snapshots: list[Snapshot] = []
+        self.snapshot_count = 0
+        self.snapshots: list[Snapshot] = []  # only the newest `train_top`: older ones can never be selected
         self.log: list[dict] = []
         self.seconds = {"scoring": 0.0, "other": 0.0}
 
@@ -105,7 +106,8 @@ class _State:
         cpu = lambda masks: {k: v.cpu() for k, v in masks.items()}  # noqa: E731
         return {"fingerprint": fingerprint, "best": cpu(self.best), "explored": cpu(self.explored),
                 "best_metrics": json.dumps(self.best_metrics), "done": self.done, "accepted": self.accepted,
-                "changed": self.changed_since_snapshot, "log": json.dumps(self.log),
+                "changed": self.changed_since_snapshot, "snapshot_count": self.snapshot_count,
+                "log": json.dumps(self.log),
                 "seconds": json.dumps(self.seconds),
                 "snapshots": [{"index": s.index, "after": s.after_candidates, "masks": cpu(s.masks)}
                               for s in self.snapshots]}
@@ -115,6 +117,7 @@ class _State:
         self.best, self.explored = on(saved["best"]), on(saved["explored"])
         self.best_metrics = json.loads(saved["best_metrics"])
         self.done, self.accepted, self.changed_since_snapshot = saved["done"], saved["accepted"], saved["changed"]
+        self.snapshot_count = saved["snapshot_count"]
         self.log, self.seconds = json.loads(saved["log"]), json.loads(saved["seconds"])
         self.snapshots = [Snapshot(s["index"], s["after"], on(s["masks"])) for s in saved["snapshots"]]
 
@@ -190,8 +193,10 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
             state.changed_since_snapshot |= bool(accepted)
             if index % cfg.snapshot_every == 0 or index == cfg.population:
                 if state.changed_since_snapshot:
-                    state.snapshots.append(Snapshot(len(state.snapshots) + 1, index,
+                    state.snapshot_count += 1
+                    state.snapshots.append(Snapshot(state.snapshot_count, index,
                                                     {k: v.clone() for k, v in state.best.items()}))
+                    state.snapshots = state.snapshots[-cfg.train_top:]
                     state.changed_since_snapshot = False
                 state.seconds["other"] += time.perf_counter() - scored
                 _save(state, state_path, fingerprint)
@@ -232,7 +237,7 @@ def _summary(state: _State, baseline: Masks, baseline_metrics: dict, selected: l
     per_candidate = {k: v / state.done if state.done else 0.0 for k, v in state.seconds.items()}
     return {
         "population": cfg.population, "candidates_done": state.done, "resumed_at_candidate": resumed_at,
-        "layers_accepted": state.accepted, "snapshots": len(state.snapshots),
+        "layers_accepted": state.accepted, "snapshots": state.snapshot_count,
         "explored_share": explored / total,
         "baseline_density": mask_density(baseline),
         "baseline_mean": {key: _mean(baseline_metrics, key) for key in LOGGED_KEYS},

@@ -1,6 +1,6 @@
 """One screen after a run: where each artefact is, and the headline numbers of each table.
 
-    python -m fullspectrum.summary --config config/embedded.yaml [--report report.html]
+    python -m fullspectrum.summary --configfile config/embedded.yaml [--report report.html]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def headline(csv: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("--configfile", "--config", dest="config", default="config.yaml")
     parser.add_argument("--report", default="report.html")
     args = parser.parse_args()
     base = yaml.safe_load(Path("config.yaml").read_text())
