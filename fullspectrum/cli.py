@@ -9,7 +9,7 @@ import sys
 from typing import Callable
 
 from .io import InputFileError
-from .train import NonFiniteLossError, Preempted, PREEMPTED_EXIT_CODE
+from .errors import NonFiniteLossError, Preempted, PREEMPTED_EXIT_CODE
 
 
 def json_arg(text: str):

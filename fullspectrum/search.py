@@ -30,7 +30,8 @@ from .data import DeviceData
 from .io import InputFileError, load_torch, save_torch
 from .masks import Masks, check_masks, density as mask_density, prunable_parameters
 from .pruning import DATA_METHODS, make_mask
-from .train import Preempted, SignalFlag
+from .errors import Preempted
+from .train import SignalFlag
 
 log = logging.getLogger(__name__)
 

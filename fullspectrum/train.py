@@ -26,12 +26,12 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import DeviceData
+from .errors import NonFiniteLossError, Preempted, PREEMPTED_EXIT_CODE  # noqa: F401 (re-exported)
 from .io import InputFileError, load_torch, save_torch
 from .masks import check_masks, prunable_parameters
 
 log = logging.getLogger(__name__)
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; Snakemake's retries (or SLURM's requeue) resume the run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +69,6 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the run stops and writes no metrics."""
-
-
-class Preempted(Exception):
-    """SIGTERM/SIGUSR1 arrived; the state was checkpointed and the run should exit to be resumed."""
 
 
 class Callback:

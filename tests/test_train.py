@@ -180,3 +180,23 @@ def test_sparse_run_on_digits_learns_well_above_chance(digits, tmp_path):
     assert metrics["final_acc"] > 50.0  # chance is 10 %
     assert len(metrics["curve"]) == 3 and metrics["images_per_second"] > 0
     json.dumps(metrics)  # everything a metrics.json holds is plain JSON
+
+
+def test_pretraining_checkpoints_at_each_count(digits, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1)
+    init = models.build_seeded("resnet18", 10, 4, 5)
+    saved = {}
+    for iters in (0, 3, 7):
+        meta = runs.pretrain(model="resnet18", width=4, dataset="digits", data=digits, iters=iters, seed=5, cfg=cfg,
+                             out=tmp_path / f"iter{iters}.pt", progress=False)
+        net, file_meta = models.load_weights(tmp_path / f"iter{iters}.pt")
+        assert file_meta["iters"] == iters == meta["pretrain_metrics"]["steps"]
+        saved[iters] = state(net)
+    assert_same_bits(saved[0], state(init))  # @0 is the seed's initialisation itself
+    assert not torch.equal(saved[3]["conv1.weight"], saved[0]["conv1.weight"])
+    # 7 iterations = the first 3 and 4 more: the run is one deterministic trajectory
+    again = runs.pretrain(model="resnet18", width=4, dataset="digits", data=digits, iters=7, seed=5, cfg=cfg,
+                          out=tmp_path / "again.pt", progress=False)
+    assert_same_bits(state(models.load_weights(tmp_path / "again.pt")[0]), saved[7])
+    assert again["pretrain_metrics"]["curve"][-1]["step"] == 7
+    assert not (tmp_path / "iter7.state.pt").exists()  # the resume state is removed once the weights are written
