@@ -41,21 +41,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
         os.replace(tmp_path, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+        if _no_space(exc):
             raise OSError(errno.ENOSPC, f"no space left on device while writing {path}; nothing was written "
                           "there. Free some space and rerun.") from exc
         raise
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised while handling, a full disk (torch.save reports one as a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # Python I/O: a full disk raises OSError(ENOSPC)
+        torch.save(obj, handle)
 
 
 def load_torch(path: str | os.PathLike, what: str = "file") -> Any:

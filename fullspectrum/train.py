@@ -159,6 +159,9 @@ class Trainer:
         self.train_seconds = 0.0
         self.images_seen = 0
         self.resumed_from: dict | None = None
+        # Losses of the current epoch's steps before a signal: checkpointed with them, so a run resumed mid-epoch
+        # reports the same epoch loss as an uninterrupted one.
+        self.epoch_losses: list[torch.Tensor] = []
         self.stopped = False  # a callback ended the run early (kept in the checkpoint: a resume must not go on)
         self.set_masks(masks)
 
@@ -206,6 +209,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "stopped": self.stopped, "history": json.dumps(self.history),
             "train_seconds": self.train_seconds, "images_seen": self.images_seen,
             "masks": {k: v.cpu() for k, v in self.masks.items()} if self.masks is not None else None,
+            "epoch_losses": torch.stack(self.epoch_losses).cpu() if self.epoch_losses else torch.zeros(0),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
         }
         if self.cuda:
@@ -240,6 +244,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.epoch, self.step, self.stopped = state["epoch"], state["step"], state["stopped"]
         self.history = json.loads(state["history"])
+        self.epoch_losses = list(state.get("epoch_losses", torch.zeros(0)).to(self.device).unbind())
         self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
         for callback, cb_state in zip(self.callbacks, state["callbacks"]):
             callback.load_state_dict(cb_state)
@@ -298,7 +303,8 @@ class Trainer:
             while self.step < self.total_steps and not self.stopped:
                 order = self.data.epoch_order(self.seed, self.epoch)
                 skip = self.step - self.epoch * self.steps_per_epoch  # resumed mid-epoch
-                losses, first_step = [], self.step
+                losses, self.epoch_losses = self.epoch_losses, []  # resumed mid-epoch: the steps before the signal
+                first_step = self.step - len(losses)
                 start = time.perf_counter()
                 self.model.train()
                 for batch in range(skip, self.steps_per_epoch):
@@ -307,6 +313,7 @@ class Trainer:
                     if signals.raised is not None:
                         self._check_losses(losses, first_step)
                         self.train_seconds += time.perf_counter() - start
+                        self.epoch_losses = losses
                         self.save_checkpoint()
                         bar.close()
                         raise Preempted(f"{self.desc}: signal {signals.raised} at epoch {self.epoch + 1}, step "

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fullspectrum import data  # noqa: E402
+from fullspectrum.train import Callback  # noqa: E402
 
 # One thread: on a small shared CPU, torch's default thread pool makes the tiny test models several times slower.
 torch.set_num_threads(1)
@@ -44,3 +45,14 @@ def run_snakemake(args, cwd=ROOT, timeout=900, check=True) -> subprocess.Complet
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+class CrashAt(Callback):
+    """A crash (node failure) after the epoch checkpoints were written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            raise KeyboardInterrupt

@@ -11,7 +11,7 @@ import yaml
 from fullspectrum import itop, masks as mask_lib, models, pruning, runs, workflow
 from fullspectrum.train import Callback, Trainer, TrainConfig
 
-from conftest import ROOT
+from conftest import ROOT, CrashAt
 
 CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05)  # digits: 12 steps per epoch, 24 steps
 
@@ -139,15 +139,6 @@ def test_update_in_the_trainer_zeroes_regrown_weights_and_momentum(digits):
     assert callback.exploration > mask_lib.density(old)
 
 
-class CrashAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, step):
-        if step == self.step:
-            raise KeyboardInterrupt
-
-
 def _run(digits, tmp_path, crash_at=None):
     model = tiny()
     masks = pruning.make_mask(model, "erk", 0.1, seed=0)
@@ -244,12 +235,13 @@ def test_snapshot_count_of_the_configs():
     # CIFAR: 391 steps x 160 epochs = 62560; updates every 1000 -> 62; every 4th kept, plus the ERK mask @0
     assert workflow.itop_total_steps(paper, "cifar100") == 62560
     assert workflow.itop_snapshot_count(paper, "cifar100") == 1 + 62 // 4
-    # digits: 12 steps x 3 epochs = 36; updates at 6..30 -> 5, all kept, plus @0
+    # digits at batch 64: 23 steps x 3 epochs = 69; updates every 12 at 12..60 -> 5, all kept, plus @0
+    assert workflow.itop_total_steps(embedded, "digits") == 69
     assert workflow.itop_snapshot_count(embedded, "digits") == 6
     assert workflow.itop_snapshot_steps(36, 6, 1) == [0, 6, 12, 18, 24, 30]
     assert workflow.itop_snapshot_steps(36, 6, 2) == [0, 12, 24]
     assert workflow.itop_snapshot_dirs(embedded, "digits", "resnet18", 0)[-1] == \
-        "results/embedded/digits/resnet18/d0.1/itop/pre0/s0/snap5"
+        "results/embedded/digits/resnet18/d0.2/itop/pre0/s0/snap5"
 
 
 def test_update_on_channels_last_weights(digits):

@@ -9,6 +9,7 @@ import torch
 
 from fullspectrum import masks as mask_lib
 from fullspectrum import models, pruning, runs
+from conftest import CrashAt
 from fullspectrum.train import Callback, NonFiniteLossError, Preempted, Trainer, TrainConfig, lr_factor
 
 CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05)
@@ -31,17 +32,6 @@ class SignalAt(Callback):
     def on_step_end(self, trainer, step):
         if step == self.step:
             os.kill(os.getpid(), self.signum)
-
-
-class CrashAt(Callback):
-    """A crash (node failure) after the epoch checkpoints were written."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, step):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def state(model):
