@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-CORES ?= 2
+CORES ?= $(shell nproc)
 
 .PHONY: demo test lint clean
 

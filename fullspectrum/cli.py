@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -30,4 +31,9 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(PREEMPTED_EXIT_CODE)
     except (InputFileError, NonFiniteLossError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # from io.atomic_path: names the file that was not written
         sys.exit(1)

@@ -86,8 +86,9 @@ def load_torch(path: str | os.PathLike, what: str = "file") -> Any:
         raise InputFileError(f"{what} {path} is not a readable torch file (truncated or corrupted); delete it "
                              "and rerun the step that makes it.") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = (str(exc).splitlines() or ["empty file"])[0]  # EOFError of an empty file has no message
         raise InputFileError(
-            f"{what} {path} is truncated or corrupted ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"{what} {path} is truncated or corrupted ({type(exc).__name__}: {reason}); "
             "delete it and rerun the step that makes it."
         ) from exc
 

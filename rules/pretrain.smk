@@ -7,9 +7,11 @@ rule pretrain:
     output:
         f"{RESULTS}/{{dataset}}/{{model}}/s{{seed}}/pretrain/iter{{iters}}.pt",
     params:
-        pretrain=as_json(config["pretrain"]),
+        # iter0 is the seed's initialisation, built on the CPU without training: SGD settings and the device do not
+        # change it, so editing them re-runs only the pretrained checkpoints (@N > 0) and what depends on them.
+        pretrain=lambda wildcards: as_json(config["pretrain"]) if int(wildcards.iters) > 0 else "{}",
         width=config["model_width"],
-        device=DEVICE,
+        device=lambda wildcards: DEVICE if int(wildcards.iters) > 0 else "cpu",
     resources:
         gpu=lambda wildcards: GPU if int(wildcards.iters) > 0 else 0,
         cpus_per_gpu=CPUS,

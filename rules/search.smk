@@ -10,6 +10,7 @@ checkpoint pags_search:
         data=data_file,
     output:
         directory(f"{RUN_DIR}/pags/search"),
+    priority: 10  # resolve the checkpoints early, so the selections' trainings spread over the whole run
     params:
         search=as_json(config["search"]),
         batch_size=config["pai"]["batch_size"],
