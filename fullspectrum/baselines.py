@@ -91,25 +91,6 @@ def hamming_distance(a: Mapping[str, torch.Tensor] | torch.Tensor, b: Mapping[st
     return int((flat_a ^ flat_b).sum()) / flat_a.numel()
 
 
-def _mask_fingerprint(masks: Mapping[str, torch.Tensor] | None) -> str | None:
-    """A content hash of a mask, so a checkpoint made with another mask at the same path is not resumed."""
-    if masks is None:
-        return None
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, mask in masks.items():
-        digest.update(name.encode())
-        digest.update(np.packbits(mask.to("cpu", torch.bool).numpy().reshape(-1)).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _weights_identity(meta: Mapping) -> str:
-    """What identifies a weights file's content without hashing it (its creation time and training record)."""
-    return json.dumps({k: meta.get(k) for k in ("model", "width", "dataset", "seed", "iters")} |
-                      {"created": (meta.get("provenance") or {}).get("created")}, sort_keys=True, default=str)
-
-
 def _pretrain_epochs(cost: Mapping) -> float:
     """All compute before the ticket's training, in epochs: the starting checkpoint's iterations plus the search.
 
@@ -175,8 +156,7 @@ def lth_round_trainer(*, weights: str | Path, prev_mask: str | Path | None, roun
             raise InputFileError(f"mask file {prev_mask} is not the mask of LTH round {round_index - 1} "
                                  f"(method {prev_meta.get('method')!r}, round {prev_meta.get('round')!r})")
     identity = {"lth_round": round_index, "target_density": float(target_density), "prune_fraction": prune_fraction,
-                "weights": str(weights), "weights_identity": _weights_identity(weights_meta),
-                "prev_mask": str(prev_mask) if prev_mask else None, "prev_mask_hash": _mask_fingerprint(masks)}
+                "weights": str(weights), "prev_mask": str(prev_mask) if prev_mask else None}
     trainer = Trainer(net, data, cfg, seed=seed, masks=masks, checkpoint=checkpoint, identity=identity,
                       progress=progress, desc=f"LTH round {round_index}/{rounds}")
     return trainer, weights_meta, prev_meta
@@ -348,8 +328,7 @@ def early_bird(*, weights: str | Path, data: DeviceData, cfg: TrainConfig, densi
     net, weights_meta = load_weights(weights)
     callback = EarlyBirdCallback(density, window, threshold)
     checkpoint = Path(out_json).with_name(".eb_state.pt")
-    identity = {"early_bird": [float(density), int(window), float(threshold)], "weights": str(weights),
-                "weights_identity": _weights_identity(weights_meta)}
+    identity = {"early_bird": [float(density), int(window), float(threshold)], "weights": str(weights)}
     trainer = Trainer(net, data, cfg, seed=seed, checkpoint=checkpoint, identity=identity, callbacks=[callback],
                       progress=progress, desc=f"early-bird d={density}")
     metrics = trainer.fit()  # a run resumed after its draw does not train on: the checkpoint says it stopped

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -91,6 +92,19 @@ def load_torch(path: str | os.PathLike, what: str = "file") -> Any:
             f"{what} {path} is truncated or corrupted ({type(exc).__name__}: {reason}); "
             "delete it and rerun the step that makes it."
         ) from exc
+
+
+def fingerprint(tensors: Mapping[str, torch.Tensor] | None) -> str | None:
+    """A content hash of named tensors (a state dict, a mask): what a resumable step checks before resuming."""
+    if tensors is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in tensors.items():
+        digest.update(name.encode())
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(str(data.dtype).encode())
+        digest.update((data.view(torch.uint8) if data.dtype == torch.bool else data).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:

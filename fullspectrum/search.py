@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import graph
 from .data import DeviceData
-from .io import InputFileError, load_torch, save_torch
+from .io import InputFileError, fingerprint, load_torch, save_torch
 from .masks import Masks, check_masks, density as mask_density, prunable_parameters
 from .pruning import DATA_METHODS, make_mask
 from .errors import Preempted
@@ -149,7 +149,7 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
         baseline = make_mask(model, method, density, batches=batches, seed=seed)
     check_masks(baseline, model, source="search baseline")
     baseline = {k: v.to(device) for k, v in baseline.items()}
-    fingerprint = _fingerprint(model, method, density, cfg, seed, baseline)
+    fingerprint = _fingerprint(model, method, density, cfg, seed, baseline, data)
 
     baseline_metrics = measure(params, baseline, params)
     state = _State(baseline, {name: dict(m) for name, m in baseline_metrics.items()})
@@ -192,7 +192,7 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
                 state.log.append(row)
             state.done, state.accepted = index, state.accepted + len(accepted)
             state.changed_since_snapshot |= bool(accepted)
-            if index % cfg.snapshot_every == 0 or index == cfg.population:
+            if index % cfg.snapshot_every == 0:
                 if state.changed_since_snapshot:
                     state.snapshot_count += 1
                     state.snapshots.append(Snapshot(state.snapshot_count, index,
@@ -222,13 +222,11 @@ def _mean(metrics: dict[str, dict], key: str) -> float:
     return sum(m[key] for m in metrics.values()) / len(metrics)
 
 
-def _fingerprint(model, method, density, cfg, seed, baseline) -> str:
-    digest = hashlib.sha256(json.dumps([method, density, dataclasses.asdict(cfg), seed]).encode())
-    for name, param in prunable_parameters(model).items():
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().float().numpy().tobytes())
-        digest.update(baseline[name].cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
+def _fingerprint(model, method, density, cfg, seed, baseline, data: DeviceData) -> str:
+    """What makes a saved state this search's: settings, data, device, and the weights and baseline searched."""
+    settings = [method, density, dataclasses.asdict(cfg), seed, data.path, data.train_size, data.device.type,
+                fingerprint(prunable_parameters(model)), fingerprint(baseline)]
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def _summary(state: _State, baseline: Masks, baseline_metrics: dict, selected: list[Snapshot], target: float,

@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import DeviceData
-from .errors import NonFiniteLossError, Preempted, PREEMPTED_EXIT_CODE  # noqa: F401 (re-exported)
-from .io import InputFileError, load_torch, save_torch
+from .errors import NonFiniteLossError, Preempted
+from .io import InputFileError, fingerprint, load_torch, save_torch
 from .masks import check_masks, prunable_parameters
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,11 @@ class Trainer:
         self.data, self.cfg, self.seed = data, cfg, seed
         self.callbacks = list(callbacks)
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.identity = {"train": dataclasses.asdict(cfg), "seed": seed, **(identity or {})}
+        # What makes a checkpoint this run's: settings, seed, device, and the content of the starting weights and
+        # masks (a mask file rewritten with other contents at the same path must not be resumed).
+        self.identity = {"train": dataclasses.asdict(cfg), "seed": seed, "device": self.device.type,
+                         "initial_state": fingerprint(model.state_dict()), "masks": fingerprint(masks),
+                         **(identity or {})}
         self.progress, self.desc = progress, desc
         self.steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
@@ -177,7 +181,8 @@ class Trainer:
         params = prunable_parameters(self.model)
         self.masks = {name: masks[name].to(self.device) for name in params}
         self._masked_params = list(params.values())
-        self._mask_values = [self.masks[name].to(p.dtype) for name, p in params.items()]
+        # In the parameters' own memory layout (channels-last on CUDA), so `_foreach_mul_` stays one fused kernel.
+        self._mask_values = [torch.empty_like(p).copy_(self.masks[name]) for name, p in params.items()]
         self.enforce_masks()
 
     @torch.no_grad()

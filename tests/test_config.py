@@ -1,7 +1,6 @@
 """Config validation: the schema and the semantic checks reject mistakes before any job runs, naming the key."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml

@@ -1,7 +1,6 @@
 """Datasets: digits from scikit-learn, CIFAR through torchvision's real loader on generated files, augmentation."""
 
 import pickle
-import tarfile
 
 import numpy as np
 import pytest

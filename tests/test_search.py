@@ -8,7 +8,7 @@ import torch
 
 from fullspectrum import graph, models, pruning, search
 from fullspectrum.masks import prunable_parameters
-from fullspectrum.train import Preempted
+from fullspectrum.errors import Preempted
 
 CFG = search.SearchConfig(population=6, batches=1, batch_size=64, snapshot_every=2, train_top=2)
 

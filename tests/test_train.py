@@ -10,7 +10,8 @@ import torch
 from fullspectrum import masks as mask_lib
 from fullspectrum import models, pruning, runs
 from conftest import CrashAt
-from fullspectrum.train import Callback, NonFiniteLossError, Preempted, Trainer, TrainConfig, lr_factor
+from fullspectrum.errors import NonFiniteLossError, Preempted
+from fullspectrum.train import Callback, Trainer, TrainConfig, lr_factor
 
 CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05)
 
@@ -190,3 +191,14 @@ def test_pretraining_checkpoints_at_each_count(digits, tmp_path):
     assert_same_bits(state(models.load_weights(tmp_path / "again.pt")[0]), saved[7])
     assert again["pretrain_metrics"]["curve"][-1]["step"] == 7
     assert not (tmp_path / "iter7.state.pt").exists()  # the resume state is removed once the weights are written
+
+
+def test_checkpoint_of_another_mask_with_the_same_counts_is_not_resumed(digits, tmp_path):
+    checkpoint = tmp_path / "state.pt"
+    model = tiny()
+    first, second = random_masks(model, seed=1), random_masks(model, seed=2)  # same counts per layer, other bits
+    with pytest.raises(Preempted):
+        Trainer(model, digits, CFG, seed=0, masks=first, checkpoint=checkpoint, callbacks=[SignalAt(3)],
+                progress=False).fit()
+    assert Trainer(tiny(), digits, CFG, seed=0, masks=second, checkpoint=checkpoint, progress=False).try_resume() is False
+    assert Trainer(tiny(), digits, CFG, seed=0, masks=first, checkpoint=checkpoint, progress=False).try_resume() is True

@@ -66,6 +66,7 @@ def assemble(name: str, table_cfg: Mapping, sources: list[dict], train_epochs: i
         block = block_name(model, iters)
         baseline = accuracy_summary(_final_acc(path) for path in row["baseline"] if _exists(path))
         values = {"baseline_acc": (baseline["mean"], baseline["std"], baseline["n"], row["baseline"])}
+        pretrain_epochs = None
         if row["kind"] == "pai":
             pooled = [m["final_acc"] for path in row["search"] if _exists(path)
                       for m in read_json(path, what="search results")["masks"]]
@@ -77,7 +78,7 @@ def assemble(name: str, table_cfg: Mapping, sources: list[dict], train_epochs: i
             costs = [read_json(path, what="cost record") for path in row["cost"] if _exists(path)]
             pretrain_epochs = max((c["pretrain_epochs"] for c in costs), default=None)
         label = None if pretrain_epochs is None else cost_label(pretrain_epochs, train_epochs)
-        values["pretrain_cost"] = (label, pretrain_epochs, len(row["seeds"]), row["cost"])
+        values["pretrain_cost"] = (label, None, len(row["seeds"]), row["cost"])
         paper = _paper_row(reported, table_cfg.get("paper_table"), table_cfg["dataset"], model, method, iters)
         for column, (value, spread, n, files) in values.items():
             paper_value = None if paper is None else paper.get(column)
@@ -88,6 +89,7 @@ def assemble(name: str, table_cfg: Mapping, sources: list[dict], train_epochs: i
             cells.append({
                 "table": name, "block": block, "model": model, "pretrain_iters": iters, "method": method,
                 "column": column, "value": value, "spread": spread, "n": n,
+                "pretrain_epochs": pretrain_epochs if column == "pretrain_cost" else None,
                 "paper": _none_if_nan(paper_value), "paper_spread": _none_if_nan(paper_spread),
                 "difference": _difference(value, paper_value), "sources": ";".join(files),
             })
