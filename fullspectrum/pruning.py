@@ -51,12 +51,10 @@ from torch import nn
 import torch.nn.functional as F
 
 from .masks import Masks, empty_layers, prunable_parameters
+from .methods import DATA_METHODS, GLOBAL_METHODS, METHODS  # noqa: F401 (METHODS is part of this module's API)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("snip", "grasp", "synflow", "erk", "random", "magnitude")
-DATA_METHODS = ("snip", "grasp")
-GLOBAL_METHODS = ("snip", "grasp", "synflow", "magnitude")
 SCORE_METHODS = GLOBAL_METHODS  # methods with a per-weight score (`scores`)
 GRASP_TEMPERATURE = 200.0
 SYNFLOW_ROUNDS = 100

@@ -29,7 +29,8 @@ from . import graph
 from .data import DeviceData
 from .io import InputFileError, fingerprint, load_torch, save_torch
 from .masks import Masks, check_masks, density as mask_density, prunable_parameters
-from .pruning import DATA_METHODS, make_mask
+from .methods import DATA_METHODS, NOISY_METHODS
+from .pruning import make_mask
 from .errors import Preempted
 from .train import SignalFlag
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 SEARCH_KEYS = ("delta_r_imdb", "l2")  # a layer is accepted when both are >= the best's
 LOGGED_KEYS = ("delta_r_imdb", "lambda_imdb", "l2")
-NOISY_METHODS = ("synflow", "magnitude")  # deterministic given the weights: candidates score noisy copies
 
 
 @dataclasses.dataclass(frozen=True)

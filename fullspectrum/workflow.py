@@ -16,6 +16,8 @@ import os
 import re
 from typing import Iterable, Mapping
 
+from .methods import DATA_METHODS, NOISY_METHODS
+
 
 def export_package_path(basedir: str) -> None:
     """Put the checkout on PYTHONPATH so the rules' scripts import this package in any environment.
@@ -301,3 +303,19 @@ def table_config(config: Mapping, name: str) -> dict:
             "lth": {"rewind_iters": config["lth"]["rewind_iters"]}, "train": {"epochs": config["train"]["epochs"]},
             "pretrain": {"batch_size": config["pretrain"]["batch_size"]}, "model_width": config["model_width"],
             "search": {k: config["search"][k] for k in ("population", "train_top")}}
+
+
+def pai_settings(config: Mapping, method: str) -> dict:
+    """The `pai` settings a method's mask depends on (data-free methods depend on none of them)."""
+    return dict(config["pai"]) if method in DATA_METHODS else {}
+
+
+def search_settings(config: Mapping, method: str) -> dict:
+    """The search settings a method's search depends on, so editing another method's knob re-runs nothing here."""
+    search = config["search"]
+    settings = {key: search[key] for key in ("population", "snapshot_every", "train_top")}
+    if method in DATA_METHODS:
+        settings.update(batches=search["batches"], batch_size=config["pai"]["batch_size"])
+    if method in NOISY_METHODS:
+        settings["noise"] = search["synflow_noise"]
+    return settings

@@ -9,7 +9,7 @@ rule pai_mask:
         mask=f"{RUN_DIR}/pai/mask.pt",
         layers=f"{RUN_DIR}/pai/layers.csv",
     params:
-        pai=as_json(config["pai"]),
+        pai=lambda wildcards: as_json(wf.pai_settings(config, wildcards.method)),
         device=DEVICE,
     resources:
         gpu=GPU,

@@ -12,8 +12,7 @@ checkpoint pags_search:
         directory(f"{RUN_DIR}/pags/search"),
     priority: 10  # resolve the checkpoints early, so the selections' trainings spread over the whole run
     params:
-        search=as_json(config["search"]),
-        batch_size=config["pai"]["batch_size"],
+        search=lambda wildcards: as_json(wf.search_settings(config, wildcards.method)),
         device=DEVICE,
     resources:
         gpu=GPU,
@@ -26,7 +25,7 @@ checkpoint pags_search:
         "../envs/torch.yaml"
     shell:
         "python workflow_scripts/pags_search.py --weights {input.weights} --baseline {input.baseline} "
-        "--data {input.data} --search '{params.search}' --batch-size {params.batch_size} "
+        "--data {input.data} --search '{params.search}' "
         "--device {params.device} --out {output} > {log} 2>&1"
 
 

@@ -73,3 +73,12 @@ def test_paths_round_trip():
     assert wf.start_weights("results/cifar100/resnet18/d0.05/eb/pre0/s0/ticket").endswith("ticket/weights.pt")
     with pytest.raises(ValueError, match="not a mask directory"):
         wf.parse_mask_dir("results/elsewhere/mask")
+
+
+def test_steps_depend_only_on_the_settings_their_method_uses():
+    config = load()
+    assert wf.pai_settings(config, "erk") == {} and wf.pai_settings(config, "snip") == config["pai"]
+    snip, erk, synflow = (wf.search_settings(config, m) for m in ("snip", "erk", "synflow"))
+    assert "noise" not in snip and snip["batches"] == config["search"]["batches"]
+    assert "batches" not in erk and "noise" not in erk
+    assert synflow["noise"] == config["search"]["synflow_noise"] and "batches" not in synflow

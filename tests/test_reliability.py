@@ -368,7 +368,7 @@ def test_config_mistake_is_rejected_by_a_dry_run_naming_the_key(tmp_path, mistak
 # ================================================================================== the step scripts, for real
 
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"}
-SEARCH = {"population": 40, "batches": 1, "snapshot_every": 1, "train_top": 3, "synflow_noise": 0.01}
+SEARCH = {"population": 40, "batches": 1, "batch_size": 64, "snapshot_every": 1, "train_top": 3}
 
 
 def script(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -439,7 +439,7 @@ def test_sigterm_mid_training_checkpoints_exits_75_and_resumes_bit_exact(inputs,
 def test_sigterm_mid_search_saves_state_exits_75_and_resumes_to_the_same_selection(inputs, tmp_path):
     def args(out):
         return ["--weights", inputs["weights"], "--baseline", inputs["snip"], "--data", inputs["data"], "--search",
-                json.dumps(SEARCH), "--batch-size", 64, "--device", "cpu", "--out", out]
+                json.dumps(SEARCH), "--device", "cpu", "--out", out]
 
     reference, out = tmp_path / "reference" / "search", tmp_path / "run" / "search"
     ok(script("pags_search", *args(reference)))

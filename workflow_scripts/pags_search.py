@@ -15,8 +15,8 @@ def main() -> None:
     parser.add_argument("--weights", required=True, help="the checkpoint searched on (@0: PAGS, @N: PEGS)")
     parser.add_argument("--baseline", required=True, help="the PaI mask made with full scoring data")
     parser.add_argument("--data", required=True)
-    parser.add_argument("--search", type=cli.json_arg, required=True, help="search settings as JSON")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--search", type=cli.json_arg, required=True,
+                        help="search settings as JSON (fullspectrum.search.SearchConfig's fields)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args()
@@ -25,9 +25,7 @@ def main() -> None:
     model, weights_meta = models.load_weights(args.weights)
     model.to(device)
     baseline, base_meta = masks.load_mask_file(args.baseline, model)
-    cfg = search.SearchConfig(population=args.search["population"], batches=args.search["batches"],
-                              batch_size=args.batch_size, snapshot_every=args.search["snapshot_every"],
-                              train_top=args.search["train_top"], noise=args.search["synflow_noise"])
+    cfg = search.SearchConfig(**args.search)
     out = Path(args.out)
     state_path = out.parent / f".{out.name}_state.pt"  # outside the output directory, which Snakemake clears
     result = search.pags(model, base_meta["method"], base_meta["target_density"], data.DeviceData(args.data, device),

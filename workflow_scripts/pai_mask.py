@@ -17,7 +17,8 @@ def main() -> None:
     parser.add_argument("--method", required=True, choices=pruning.METHODS)
     parser.add_argument("--density", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--pai", type=cli.json_arg, required=True, help='{"scoring_batches": N, "batch_size": B}')
+    parser.add_argument("--pai", type=cli.json_arg, required=True,
+                        help='{"scoring_batches": N, "batch_size": B} for SNIP/GraSP; {} for data-free methods')
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
     parser.add_argument("--layers", required=True, help="per-layer density table (CSV)")
@@ -27,12 +28,14 @@ def main() -> None:
     model, weights_meta = models.load_weights(args.weights)
     model.to(device)
     dataset = data.DeviceData(args.data, device)
-    batches = dataset.random_batches(args.pai["scoring_batches"], args.pai["batch_size"], seed=args.seed)
+    batches = None
+    if args.method in pruning.DATA_METHODS:
+        batches = dataset.random_batches(args.pai["scoring_batches"], args.pai["batch_size"], seed=args.seed)
     mask = pruning.make_mask(model, args.method, args.density, batches=batches, seed=args.seed)
     meta = masks.build_meta(
         mask, method=args.method, target_density=args.density, seed=args.seed, model=weights_meta["model"],
         dataset=weights_meta["dataset"], source=args.weights, pretrain_iters=weights_meta["iters"],
-        scoring_batches=args.pai["scoring_batches"], batch_size=args.pai["batch_size"],
+        scoring_batches=args.pai.get("scoring_batches"), batch_size=args.pai.get("batch_size"),
         provenance=provenance(device=train.describe_device(device), wall_seconds=time.perf_counter() - started))
     if meta["empty_layers"]:
         logging.warning("layer collapse: %s kept no weight", ", ".join(meta["empty_layers"]))
