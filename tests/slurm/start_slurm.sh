@@ -61,25 +61,8 @@ fail() {
 
 trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
 
-pidfile_of() {
-    case "$1" in
-        munged) echo "$STATE/munge/munged.pid" ;;
-        *) echo "$PIDS/$1.pid" ;;
-    esac
-}
-
-# Prints the PID of a daemon started by this script when it is still alive
-# (its PID file exists and names a live process with the expected name).
-pid_of() {
-    local pf pid comm
-    pf=$(pidfile_of "$1")
-    [ -s "$pf" ] || return 1
-    pid=$(tr -dc '0-9' <"$pf")
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [ "$comm" = "$1" ] || return 1
-    echo "$pid"
-}
+# shellcheck source=tests/slurm/pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 running() { pid_of "$1" >/dev/null; }
 

@@ -11,23 +11,8 @@ STATE="${SLURM_TEST_DIR:-/tmp/fullspectrum-slurm}"
 PIDS="$STATE/pids"
 status=0
 
-pidfile_of() {
-    case "$1" in
-        munged) echo "$STATE/munge/munged.pid" ;;
-        *) echo "$PIDS/$1.pid" ;;
-    esac
-}
-
-pid_of() {
-    local pf pid comm
-    pf=$(pidfile_of "$1")
-    [ -s "$pf" ] || return 1
-    pid=$(tr -dc '0-9' <"$pf")
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [ "$comm" = "$1" ] || return 1
-    echo "$pid"
-}
+# shellcheck source=tests/slurm/pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 
 stop() {
     local name=$1 pid i
