@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .data import DeviceData
 from .errors import NonFiniteLossError, Preempted
 from .io import InputFileError, fingerprint, load_torch, save_torch
-from .masks import check_masks, prunable_parameters
+from .masks import check_masks, density, prunable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -353,8 +353,6 @@ class Trainer:
     def metrics(self) -> dict:
         evaluated = [h for h in self.history if h["test_acc"] is not None]
         best = max(evaluated, key=lambda h: h["test_acc"]) if evaluated else None
-        from .masks import density
-
         return {
             "final_acc": evaluated[-1]["test_acc"] if evaluated else None,
             "best_acc": best["test_acc"] if best else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from importlib import resources
+from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
@@ -104,8 +105,6 @@ def _final_acc(path: str) -> float:
 
 
 def _exists(path: str) -> bool:
-    from pathlib import Path
-
     return Path(path).exists()
 
 
