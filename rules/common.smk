@@ -101,7 +101,12 @@ def table_files(name):
 
 
 def baseline_outputs(run):
-    return list(wf.baseline_files(RESULTS, run).values())
+    """What a table needs of an EB or LTH run, plus the graph metrics of every LTH round's mask."""
+    files = list(wf.baseline_files(RESULTS, run).values())
+    if run.method == "lth":
+        rounds = wf.lth_rounds(run.density, config["lth"]["prune_fraction"])
+        files += [f"{run.dir(RESULTS)}/round{k}/graph.csv" for k in range(1, rounds + 1)]
+    return files
 
 
 # ITOP snapshot tickets and Figures 1-2.
