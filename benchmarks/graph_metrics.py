@@ -20,57 +20,18 @@ import os
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import eigsh
 from threadpoolctl import threadpool_limits
 
-from fullspectrum import graph, models, pruning
-from fullspectrum.masks import prunable_parameters
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_reference import eigsh_top_two, straightforward_metrics  # noqa: E402
 
-
-def eigsh_top_two(biadjacency: np.ndarray) -> tuple[float, float]:
-    """s1, s2 from eigsh(k=3) on the sparse square adjacency, isolated nodes dropped (dense when too small)."""
-    x = sp.csr_matrix(biadjacency[biadjacency.any(1)][:, biadjacency.any(0)])
-    n = x.shape[0] + x.shape[1]
-    square = sp.bmat([[None, x], [x.T, None]], format="csr")
-    if n <= 4:  # eigsh needs k < n
-        values = np.linalg.eigvalsh(square.toarray())
-    else:
-        values = eigsh(square, k=3, which="LM", return_eigenvectors=False)
-    magnitudes = np.sort(np.abs(values))[::-1]
-    return magnitudes[0], magnitudes[2] if magnitudes.size > 2 else 0.0
-
-
-def straightforward_layer(weight: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """The five metrics by the straightforward method (DESIGN.md formulas, eigsh per layer and per group)."""
-    b = mask.reshape(mask.shape[0], -1).astype(np.float64)
-    bw = np.abs(weight.reshape(mask.shape[0], -1)) * b
-    edges, n_out, n_in = b.sum(), (b.sum(1) > 0).sum(), (b.sum(0) > 0).sum()
-    delta_r = lambda_gap = math.nan
-    if n_out and edges / n_out >= 3 and edges / n_in > 1:
-        delta_r = math.sqrt(edges / n_out - 1) + math.sqrt(edges / n_in - 1) - eigsh_top_two(b)[1]
-        s1, s2 = eigsh_top_two(bw)
-        lambda_gap = s1 - s2
-    degree = b.sum(0)
-    deltas, lambdas = [], []
-    for d in np.unique(degree):
-        columns = degree == d
-        if d < 3 or columns.sum() < 2:
-            continue
-        reached = b[:, columns].any(1)
-        sub, sub_w = b[reached][:, columns], bw[reached][:, columns]
-        if sub.sum() / reached.sum() > 1:
-            c = max(columns.sum(), reached.sum()) / (columns.sum() + reached.sum() - 1)
-            deltas.append(c * (math.sqrt(sub.sum() / reached.sum() - 1) + math.sqrt(d - 1) - eigsh_top_two(sub)[1]))
-            s1, s2 = eigsh_top_two(sub_w)
-            lambdas.append(c * (s1 - s2))
-    out = {"delta_r": delta_r, "lambda_gap": lambda_gap,
-           "delta_r_imdb": float(np.mean(deltas)) if deltas else 0.0,
-           "lambda_imdb": float(np.mean(lambdas)) if lambdas else 0.0}
-    out["l2"] = math.sqrt(sum(0.0 if math.isnan(v) else v * v for v in out.values()))
-    return out
+from fullspectrum import graph, models, pruning  # noqa: E402
+from fullspectrum.masks import prunable_parameters  # noqa: E402
 
 
 def timed(function):
@@ -105,7 +66,7 @@ def main() -> None:
 
     arrays = {name: (p.detach().numpy().astype(np.float64), masks[name].numpy()) for name, p in params.items()}
     with threadpool_limits(1, user_api="blas"):  # one thread, as model_metrics uses
-        slow, slow_wall, slow_cpu = timed(lambda: {name: straightforward_layer(*pair) for name, pair in arrays.items()})
+        slow, slow_wall, slow_cpu = timed(lambda: {name: straightforward_metrics(*pair, eigsh_top_two) for name, pair in arrays.items()})
 
     worst = 0.0
     for name, reference in slow.items():

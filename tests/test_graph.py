@@ -9,53 +9,16 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from threadpoolctl import threadpool_limits
 
+from benchmarks.graph_reference import dense_top_two, straightforward_metrics
 from fullspectrum import graph, models, pruning
 from fullspectrum.masks import prunable_parameters
 
 RTOL = 1e-5
 
 
-# ---------------------------------------------------------------- the reference, written independently of graph.py
-
-def reference_top_two(biadjacency: np.ndarray) -> tuple[float, float]:
-    """s1 and s2 as the 1st and 3rd largest |eigenvalue| of the full (n_out + n_in) adjacency, as the authors."""
-    x = biadjacency[biadjacency.any(1)][:, biadjacency.any(0)]
-    n_out, n_in = x.shape
-    adjacency = np.zeros((n_out + n_in, n_out + n_in))
-    adjacency[:n_out, n_out:] = x
-    adjacency[n_out:, :n_out] = x.T
-    magnitudes = np.sort(np.abs(np.linalg.eigvalsh(adjacency)))[::-1]
-    return magnitudes[0], magnitudes[2] if magnitudes.size > 2 else 0.0
-
-
+# The reference, written independently of graph.py (shared with benchmarks/graph_metrics.py).
 def reference_metrics(weight: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    b = mask.reshape(mask.shape[0], -1).astype(float)
-    bw = np.abs(weight.reshape(mask.shape[0], -1)) * b
-    edges, n_out, n_in = b.sum(), (b.sum(1) > 0).sum(), (b.sum(0) > 0).sum()
-    delta_r = lambda_gap = math.nan
-    if n_out and edges / n_out >= 3 and edges / n_in > 1:
-        delta_r = math.sqrt(edges / n_out - 1) + math.sqrt(edges / n_in - 1) - reference_top_two(b)[1]
-        s1, s2 = reference_top_two(bw)
-        lambda_gap = s1 - s2
-    degree = b.sum(0)
-    deltas, lambdas = [], []
-    for d in np.unique(degree):
-        columns = degree == d
-        if d == 0 or columns.sum() < 2:
-            continue
-        reached = b[:, columns].any(1)
-        sub, sub_w = b[reached][:, columns], bw[reached][:, columns]
-        group_in, group_out = columns.sum(), reached.sum()
-        if d >= 3 and sub.sum() / group_out > 1:
-            c = max(group_in, group_out) / (group_in + group_out - 1)
-            deltas.append(c * (math.sqrt(sub.sum() / group_out - 1) + math.sqrt(d - 1) - reference_top_two(sub)[1]))
-            s1, s2 = reference_top_two(sub_w)
-            lambdas.append(c * (s1 - s2))
-    out = {"delta_r": delta_r, "lambda_gap": lambda_gap,
-           "delta_r_imdb": float(np.mean(deltas)) if deltas else 0.0,
-           "lambda_imdb": float(np.mean(lambdas)) if lambdas else 0.0}
-    out["l2"] = math.sqrt(sum(0.0 if math.isnan(v) else v * v for v in out.values()))
-    return out
+    return straightforward_metrics(weight, mask, dense_top_two)
 
 
 def assert_metrics_close(ours: dict, reference: dict, context="") -> None:
