@@ -5,10 +5,13 @@ and both produce a mask file in the common format. Training the resulting ticket
 `sparse_train` rule trains `ticket/mask.pt` from `workflow.start_weights` of its directory (the rewind checkpoint
 for LTH, the weights at the draw for EB), so every accuracy in the tables comes from the same loop.
 
-LTH (Frankle & Carbin; with rewinding as in open_lth). Round k = 1..K, K = `workflow.lth_rounds(target, p)`:
-load the rewind weights (a pretraining checkpoint) exactly, install the mask of round k-1 (round 1: dense), train
-`round_epochs` with a fresh optimiser, then prune globally by |w| over all prunable weights, keeping exactly
-`round(d_k * N)` weights among those still alive, with `d_k = max(target, (1 - p) ** k)` and `d_K = target`.
+LTH (Frankle & Carbin; IMP with rewinding as the authors' `main_imp.py --prune_type rewind_lt --rewind_epoch 3`).
+Round k = 1..K, K = `workflow.lth_rounds(target, p)`. Round 1 trains the dense network from the seed's
+initialisation and keeps its weights after `rewind_epoch` epochs: the rewind point (`round1/rewind.pt`; epoch 0 =
+the initialisation itself, classic LTH). Round k > 1 loads the rewind point exactly and installs the mask of round
+k-1. Each round trains `round_epochs` with a fresh optimiser, then prunes globally by |w| over all prunable
+weights, keeping exactly `round(d_k * N)` weights among those still alive, with `d_k = max(target, (1 - p) ** k)`
+and `d_K = target`. The ticket is the last mask trained from the rewind point.
 
 Early-Bird (You et al., ICLR 2020), adapted to unstructured masks. The original draws *channel* masks from the
 BatchNorm scaling factors (network slimming); here, as in the paper we reproduce, the mask is the global magnitude
@@ -134,11 +137,40 @@ def lth_schedule(target: float, prune_fraction: float) -> list[float]:
     return [lth_round_density(k, target, prune_fraction) for k in range(1, lth_rounds(target, prune_fraction) + 1)]
 
 
+class RewindPoint(Callback):
+    """Keeps the weights (BatchNorm statistics included) after `epoch` epochs of LTH's dense round; 0 = at the start.
+
+    Held in the callback's state, so it is checkpointed with the run and survives a resume past that epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.weights: dict | None = None
+
+    def capture(self, model: nn.Module) -> None:
+        self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, test_acc: float | None) -> bool:
+        if epoch == self.epoch:
+            self.capture(trainer.model)
+        return False
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = state["weights"]
+
+    def __repr__(self) -> str:  # part of the round's checkpoint identity
+        return f"RewindPoint(epoch={self.epoch})"
+
+
 def lth_round_trainer(*, weights: str | Path, prev_mask: str | Path | None, round_index: int, target_density: float,
                       prune_fraction: float, data: DeviceData, cfg: TrainConfig, seed: int,
-                      checkpoint: str | Path | None = None, progress: bool = True) -> tuple[Trainer, dict, dict | None]:
-    """The Trainer of one LTH round: rewind weights loaded exactly, the previous round's mask installed (pruned
-    weights zeroed), a fresh optimiser and schedule. Returns (trainer, weights meta, previous mask meta)."""
+                      checkpoint: str | Path | None = None, callbacks: Sequence[Callback] = (),
+                      progress: bool = True) -> tuple[Trainer, dict, dict | None]:
+    """The Trainer of one LTH round: its starting weights loaded exactly (round 1: the initialisation; later: the
+    rewind point), the previous round's mask installed (pruned weights zeroed), a fresh optimiser and schedule.
+    Returns (trainer, weights meta, previous mask meta)."""
     rounds = lth_rounds(target_density, prune_fraction)
     if not 1 <= round_index <= rounds:
         raise ValueError(f"LTH round {round_index} out of range: density {target_density} with prune fraction "
@@ -156,25 +188,37 @@ def lth_round_trainer(*, weights: str | Path, prev_mask: str | Path | None, roun
             raise InputFileError(f"mask file {prev_mask} is not the mask of LTH round {round_index - 1} "
                                  f"(method {prev_meta.get('method')!r}, round {prev_meta.get('round')!r})")
     identity = {"lth_round": round_index, "target_density": float(target_density), "prune_fraction": prune_fraction,
-                "weights": str(weights), "prev_mask": str(prev_mask) if prev_mask else None}
+                "weights": str(weights), "prev_mask": str(prev_mask) if prev_mask else None,
+                "callbacks": [repr(callback) for callback in callbacks]}
     trainer = Trainer(net, data, cfg, seed=seed, masks=masks, checkpoint=checkpoint, identity=identity,
-                      progress=progress, desc=f"LTH round {round_index}/{rounds}")
+                      callbacks=callbacks, progress=progress, desc=f"LTH round {round_index}/{rounds}")
     return trainer, weights_meta, prev_meta
 
 
 def lth_round(*, weights: str | Path, prev_mask: str | Path | None, round_index: int, target_density: float,
               prune_fraction: float, data: DeviceData, cfg: TrainConfig, seed: int, out_mask: str | Path,
-              out_json: str | Path, config_used: dict | None = None, progress: bool = True) -> dict:
-    """One LTH round: rewind, train `cfg.epochs` with the previous round's mask, prune by global magnitude.
+              out_json: str | Path, rewind_epoch: int = 0, out_rewind: str | Path | None = None,
+              config_used: dict | None = None, progress: bool = True) -> dict:
+    """One LTH round: train `cfg.epochs` with the previous round's mask from `weights`, prune by global magnitude.
 
-    Writes the round's mask file (meta: method "lth", round, target and achieved density, source = the rewind
-    checkpoint) and `out_json` (the round's record: density trained at and reached, accuracy, epochs, steps).
+    Round 1 (dense, from the initialisation) also writes `out_rewind`: its weights after `rewind_epoch` epochs,
+    the point every later round and the ticket start from. Writes the round's mask file (meta: method "lth",
+    round, target and achieved density, source = the weights it was trained from) and `out_json` (the round's
+    record: density trained at and reached, accuracy, epochs, steps).
     """
     started = time.perf_counter()
+    if (round_index == 1) != (out_rewind is not None):
+        raise ValueError("LTH round 1, and only round 1, writes the rewind point (out_rewind)")
+    if round_index == 1 and not 0 <= rewind_epoch < cfg.epochs:
+        raise ValueError(f"lth.rewind_epoch ({rewind_epoch}) must lie in [0, round_epochs = {cfg.epochs})")
     checkpoint = Path(out_mask).with_name(".lth_state.pt")
+    rewind = [RewindPoint(rewind_epoch)] if round_index == 1 else []
     trainer, weights_meta, _ = lth_round_trainer(
         weights=weights, prev_mask=prev_mask, round_index=round_index, target_density=target_density,
-        prune_fraction=prune_fraction, data=data, cfg=cfg, seed=seed, checkpoint=checkpoint, progress=progress)
+        prune_fraction=prune_fraction, data=data, cfg=cfg, seed=seed, checkpoint=checkpoint, callbacks=rewind,
+        progress=progress)
+    if rewind and rewind_epoch == 0:
+        rewind[0].capture(trainer.model)  # before any step (a resume restores it from the checkpoint)
     rounds = lth_rounds(target_density, prune_fraction)
     trained_density = mask_density(trainer.masks) if trainer.masks is not None else 1.0
     metrics = trainer.fit()
@@ -184,9 +228,14 @@ def lth_round(*, weights: str | Path, prev_mask: str | Path | None, round_index:
         new_masks, method="lth", target_density=round_target, run_target_density=float(target_density),
         round=round_index, rounds=rounds, prune_fraction=prune_fraction, seed=seed,
         model=weights_meta["model"], width=weights_meta["width"], dataset=weights_meta.get("dataset"),
-        source=str(weights), rewind_iters=weights_meta.get("iters"),
+        source=str(weights), start_iters=weights_meta.get("iters"),
+        rewind_epoch=weights_meta.get("lth_rewind_epoch", rewind_epoch),
         previous_mask=str(prev_mask) if prev_mask else None, trained_density=trained_density)
     save_mask_file(out_mask, new_masks, meta)
+    if rewind:
+        trainer.model.load_state_dict(rewind[0].weights)
+        save_weights(out_rewind, trainer.model, {**weights_meta, "lth_rewind_epoch": rewind_epoch,
+                                                 "note": f"LTH rewind point: round 1 after {rewind_epoch} epochs"})
     record = {
         "round": round_index, "rounds": rounds, "prune_fraction": prune_fraction,
         "run_target_density": float(target_density), "trained_density": trained_density,
@@ -196,7 +245,7 @@ def lth_round(*, weights: str | Path, prev_mask: str | Path | None, round_index:
         "train_seconds": metrics["train_seconds"], "images_per_second": metrics["images_per_second"],
         "curve": metrics["curve"], "device": metrics["device"], "resumed_from": metrics["resumed_from"],
         "mask": str(out_mask), "previous_mask": str(prev_mask) if prev_mask else None, "weights": str(weights),
-        "rewind_iters": weights_meta.get("iters"),
+        "start_iters": weights_meta.get("iters"), "rewind": str(out_rewind) if out_rewind else None,
         "provenance": provenance(config=config_used, device=metrics["device"],
                                  wall_seconds=time.perf_counter() - started),
     }
@@ -223,19 +272,20 @@ def lth_summary(*, round_jsons: Sequence[str | Path], last_mask: str | Path, out
         raise InputFileError(f"{last_mask} is not the mask of the last LTH round ({rounds})")
     fields = {k: v for k, v in meta.items() if k not in ("density", "layer_density", "empty_layers")}
     fields.update(target_density=meta["run_target_density"], ticket=True, ticket_of=str(last_mask),
-                  note=f"LTH ticket: a copy of the round-{rounds} mask; train it from `source` (the rewind point)")
+                  note=f"LTH ticket: a copy of the round-{rounds} mask; train it from the rewind point "
+                       "(round1/rewind.pt)")
     save_mask_file(out_ticket, masks, build_meta(masks, **fields))
     spe = records[0]["steps_per_epoch"]
     cost = {
         "method": "lth", "rounds": rounds, "prune_fraction": records[0]["prune_fraction"],
-        "pretrain_iters": records[0]["rewind_iters"], "steps_per_epoch": spe,
+        "pretrain_iters": records[0]["start_iters"], "steps_per_epoch": spe,
         "dense_epochs": records[0]["epochs"], "dense_steps": records[0]["steps"],
         "sparse_epochs": sum(r["epochs"] for r in records[1:]), "sparse_steps": sum(r["steps"] for r in records[1:]),
         "search_epochs": sum(r["epochs"] for r in records), "search_steps": sum(r["steps"] for r in records),
         "search_train_seconds": sum(r["train_seconds"] for r in records),
         "density": meta["density"], "target_density": meta["run_target_density"],
-        "note": "search = all LTH rounds (round 1 dense, later rounds sparse); pretrain_epochs = the rewind "
-                "point's iterations (in epochs) + search, i.e. all compute before the ticket's training; add the "
+        "note": "search = all LTH rounds (round 1 dense, later rounds sparse); pretrain_epochs = the starting "
+                "checkpoint's iterations (in epochs) + search, i.e. all compute before the ticket's training; add the "
                 "ticket's training (ticket/metrics.json) for the total, see fullspectrum.baselines.total_cost",
     }
     cost["pretrain_epochs"] = _pretrain_epochs(cost)

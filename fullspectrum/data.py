@@ -155,6 +155,16 @@ class DeviceData:
         for start in range(0, len(self.test_y), batch_size):
             yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
 
+    def scoring_batches(self, count: int | str, batch_size: int, seed: int, augment: bool) -> list:
+        """Scoring data for PaI masks and search candidates: `count` random mini-batches, or with `count="all"`
+        one pass over the whole training set in a seeded order (the authors score baseline masks on all of it)."""
+        if count != "all":
+            return self.random_batches(int(count), batch_size, seed, augment=augment)
+        order = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return [self.train_batch(order[start:start + batch_size], generator, augment=augment)
+                for start in range(0, self.train_size, batch_size)]
+
     def random_batches(self, count: int, batch_size: int, seed: int, augment: bool = False) -> list:
         """`count` mini-batches drawn from the training set with `seed` (scoring data for PaI and the search)."""
         generator = torch.Generator().manual_seed(seed)

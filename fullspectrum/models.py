@@ -1,12 +1,20 @@
-"""CIFAR-style ResNet18/34 (3x3 stem, no max-pool, 1x1 convolution shortcuts) with a width multiplier."""
+"""CIFAR-style ResNet18/34 (3x3 stem, no max-pool, 1x1 convolution shortcuts) with a width multiplier.
+
+The seed's initialisation is the authors' `init_random` (ScottHoang/dst-ram-pruning, lth_tickets_generation.py) by
+default: conv weights N(0, sqrt(2 / (k*k*C_out))), BatchNorm scale 0.5 and shift 0, Linear N(0, 0.01), biases 0.
+PyTorch's default initialisation stays available as `init="pytorch"`.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 ARCHITECTURES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+INITS = ("authors", "pytorch")
 
 
 class BasicBlock(nn.Module):
@@ -62,11 +70,32 @@ def build(name: str, num_classes: int, width: int = 64) -> ResNet:
     return ResNet(ARCHITECTURES[name], num_classes, width)
 
 
-def build_seeded(name: str, num_classes: int, width: int, seed: int) -> ResNet:
+@torch.no_grad()
+def init_authors(model: nn.Module) -> nn.Module:
+    """The authors' `init_random`, in place (it draws from torch's global generator, as theirs does)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            fan = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+            module.weight.normal_(0.0, math.sqrt(2.0 / fan))
+        elif isinstance(module, nn.BatchNorm2d):
+            module.weight.fill_(0.5)
+        elif isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, 0.01)
+        else:
+            continue
+        if module.bias is not None:
+            module.bias.zero_()
+    return model
+
+
+def build_seeded(name: str, num_classes: int, width: int, seed: int, init: str = "authors") -> ResNet:
     """The seed's initialisation: the same seed gives the same weights on every machine (built on the CPU)."""
+    if init not in INITS:
+        raise ValueError(f"unknown initialisation {init!r}; expected one of {INITS}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build(name, num_classes, width)
+        model = build(name, num_classes, width)
+        return init_authors(model) if init == "authors" else model
 
 
 def save_weights(path, model: nn.Module, meta: dict) -> None:

@@ -15,23 +15,25 @@ from .train import Trainer, TrainConfig, describe_device
 
 
 def pretrain(*, model: str, width: int, dataset: str, data: DeviceData, iters: int, seed: int, cfg: TrainConfig,
-             out: str | Path, progress: bool = True) -> dict:
-    """Dense SGD from the seed's initialisation for `iters` iterations (0 = the initialisation itself).
+             out: str | Path, init: str = "authors", progress: bool = True) -> dict:
+    """Dense SGD from the seed's initialisation (`init`, see models.INITS) for `iters` iterations (0 = the
+    initialisation itself).
 
     The learning rate is constant: a few hundred iterations are a fraction of any schedule's first epoch.
     """
     started = time.perf_counter()
-    net = build_seeded(model, data.num_classes, width, seed)
+    net = build_seeded(model, data.num_classes, width, seed, init=init)
     metrics = {"steps": 0}
     if iters > 0:
         trainer = Trainer(net, data, dataclasses.replace(cfg, max_steps=iters, schedule="constant"),
                           seed=seed, checkpoint=Path(out).with_suffix(".state.pt"),
-                          identity={"model": model, "width": width, "dataset": dataset, "iters": iters},
+                          identity={"model": model, "width": width, "dataset": dataset, "iters": iters,
+                                    "init": init},
                           progress=progress, desc=f"pretrain {model}@{iters}")
         metrics = trainer.fit()
         net = trainer.model.cpu()
     meta = {"model": model, "num_classes": data.num_classes, "width": width, "dataset": dataset, "seed": seed,
-            "iters": iters, "pretrain_metrics": metrics,
+            "iters": iters, "init": init, "pretrain_metrics": metrics,
             "provenance": provenance(device=describe_device(data.device),
                                      wall_seconds=time.perf_counter() - started)}
     save_weights(out, net, meta)

@@ -1,13 +1,16 @@
 """PAGS / PEGS: the full-spectrum mask search (DESIGN.md, "PAGS and PEGS").
 
 Start from the PaI mask made with full scoring data (the baseline and first best). Draw `population` candidate
-masks from the same PaI method with fresh randomness (SNIP/GraSP: `batches` random mini-batches drawn with the
-candidate's seed; ERK/Random: a fresh random draw; SynFlow/Magnitude: scores of a copy of the weights with small
-fresh noise). A candidate's layer replaces the best's layer when both its `delta_r_imdb` and its `l2` are at
-least the best's. Every `snapshot_every` candidates the best is saved if it changed; the last `train_top`
-distinct snapshots are the selection. PAGS runs from the initialisation (@0), PEGS from pretrained weights (@N).
+masks from the same PaI method with fresh randomness (SNIP/GraSP: `batches` random, augmented mini-batches drawn
+with the candidate's seed, as the authors' `--num-iteration 2` gives 4; ERK/Random: a fresh random draw;
+SynFlow/Magnitude: scores of a copy of the weights with small fresh noise). A candidate's layer replaces the best's
+layer when both its `delta_r_imdb` and its `l2` are at least the best's. Every `snapshot_every` candidates the
+best is saved if it changed. Every saved snapshot is selected for training (the authors' `--cap` is infinite);
+`train_cap` keeps only the newest ones for users on a budget. PAGS runs from the initialisation (@0), PEGS from
+pretrained weights (@N).
 
-The search is resumable: its state is saved (atomically) at every snapshot and on SIGTERM/SIGUSR1, and since
+The search is resumable: given a work directory, its state is saved (atomically) at every snapshot and on
+SIGTERM/SIGUSR1, each snapshot in a file of its own (the state stays small however many there are), and since
 candidate `i` depends only on `(seed, i)` a resumed search ends exactly where an uninterrupted one does.
 """
 
@@ -43,22 +46,33 @@ LOGGED_KEYS = ("delta_r_imdb", "lambda_imdb", "l2")
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     population: int
-    batches: int = 1
+    batches: int = 4  # scoring mini-batches per SNIP/GraSP candidate
     batch_size: int = 128
+    augment: bool = True  # crop + flip the candidates' scoring batches, as the authors' training loader does
     snapshot_every: int = 10
-    train_top: int = 5
+    train_cap: int | None = None  # None: every snapshot is selected; else only the newest `train_cap`
     noise: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.population < 0 or self.batches < 1 or self.snapshot_every < 1 or self.train_top < 1:
+        if (self.population < 0 or self.batches < 1 or self.snapshot_every < 1
+                or (self.train_cap is not None and self.train_cap < 1)):
             raise ValueError(f"invalid search settings: {self}")
 
 
 @dataclasses.dataclass
 class Snapshot:
-    index: int  # 1-based snapshot number
+    """A saved best mask: held in memory, or (a search with a work directory) in a file of its own."""
+
+    index: int  # 1-based snapshot number (0: the baseline, when the best never changed)
     after_candidates: int
-    masks: Masks
+    density: float
+    masks: Masks | None = None
+    path: Path | None = None
+
+    def load(self) -> Masks:
+        if self.masks is not None:
+            return self.masks
+        return load_torch(self.path, what="search snapshot")["masks"]
 
 
 @dataclasses.dataclass
@@ -77,7 +91,8 @@ def candidate_seed(seed: int, index: int) -> int:
 def draw_candidate(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig,
                    seed: int) -> Masks:
     """One candidate mask of `method`, from randomness fixed by `seed`."""
-    batches = data.random_batches(cfg.batches, cfg.batch_size, seed=seed) if method in DATA_METHODS else None
+    batches = (data.random_batches(cfg.batches, cfg.batch_size, seed=seed, augment=cfg.augment)
+               if method in DATA_METHODS else None)
     noise = cfg.noise if method in NOISY_METHODS else 0.0
     return make_mask(model, method, density, batches=batches, seed=seed, noise=noise)
 
@@ -99,7 +114,7 @@ class _State:
         self.accepted = 0
         self.changed_since_snapshot = False
         self.snapshot_count = 0
-        self.snapshots: list[Snapshot] = []  # only the newest `train_top`: older ones can never be selected
+        self.snapshots: list[Snapshot] = []  # only the newest `train_cap` when capped: older ones are never selected
         self.log: list[dict] = []
         self.seconds = {"scoring": 0.0, "other": 0.0}
 
@@ -110,17 +125,22 @@ class _State:
                 "changed": self.changed_since_snapshot, "snapshot_count": self.snapshot_count,
                 "log": json.dumps(self.log),
                 "seconds": json.dumps(self.seconds),
-                "snapshots": [{"index": s.index, "after": s.after_candidates, "masks": cpu(s.masks)}
-                              for s in self.snapshots]}
+                "snapshots": [{"index": s.index, "after": s.after_candidates, "density": s.density,
+                               "path": str(s.path)} for s in self.snapshots]}
 
     def load(self, saved: dict, device: torch.device) -> None:
         on = lambda masks: {k: v.to(device) for k, v in masks.items()}  # noqa: E731
+        snapshots = [Snapshot(s["index"], s["after"], s["density"], path=Path(s["path"]))
+                     for s in saved["snapshots"]]
+        missing = [str(s.path) for s in snapshots if not s.path.exists()]
+        if missing:  # checked before anything is taken over: a refused state leaves this one untouched
+            raise InputFileError(f"search snapshot(s) {', '.join(missing)} of the saved state are missing")
         self.best, self.explored = on(saved["best"]), on(saved["explored"])
         self.best_metrics = json.loads(saved["best_metrics"])
         self.done, self.accepted, self.changed_since_snapshot = saved["done"], saved["accepted"], saved["changed"]
         self.snapshot_count = saved["snapshot_count"]
         self.log, self.seconds = json.loads(saved["log"]), json.loads(saved["seconds"])
-        self.snapshots = [Snapshot(s["index"], s["after"], on(s["masks"])) for s in saved["snapshots"]]
+        self.snapshots = snapshots
 
 
 def accept_layers(best: Masks, best_metrics: dict, candidate: Masks, cand_metrics: dict) -> list[str]:
@@ -135,17 +155,19 @@ def accept_layers(best: Masks, best_metrics: dict, candidate: Masks, cand_metric
 
 
 def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig, seed: int, *,
-         baseline: Masks | None = None, scoring_batches: int = 10, state_path: str | Path | None = None,
+         baseline: Masks | None = None, scoring_batches: int | str = "all", workdir: str | Path | None = None,
          progress: bool = True) -> SearchResult:
     """Run the search on `model`'s current weights (the initialisation for PAGS, pretrained ones for PEGS).
 
-    `baseline` is the PaI mask made with full scoring data (computed here from `scoring_batches` batches drawn
-    with `seed` when not given: the same draw the pai_mask step makes).
+    `baseline` is the PaI mask made with full scoring data (computed here from `scoring_batches` augmented batches
+    drawn with `seed` when not given, "all" = the whole training set: the same draw the pai_mask step makes).
+    `workdir` (optional) keeps the resumable state and the snapshots' files; without it snapshots stay in memory.
     """
     params = prunable_parameters(model)
     device = next(iter(params.values())).device
     if baseline is None:
-        batches = data.random_batches(scoring_batches, cfg.batch_size, seed=seed) if method in DATA_METHODS else None
+        batches = (data.scoring_batches(scoring_batches, cfg.batch_size, seed=seed, augment=cfg.augment)
+                   if method in DATA_METHODS else None)
         baseline = make_mask(model, method, density, batches=batches, seed=seed)
     check_masks(baseline, model, source="search baseline")
     baseline = {k: v.to(device) for k, v in baseline.items()}
@@ -153,7 +175,10 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
 
     baseline_metrics = measure(params, baseline, params)
     state = _State(baseline, {name: dict(m) for name, m in baseline_metrics.items()})
-    state_path = Path(state_path) if state_path else None
+    workdir = Path(workdir) if workdir else None
+    state_path = workdir / "state.pt" if workdir else None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     if state_path is not None and state_path.exists():
         try:
             saved = load_torch(state_path, what="search state")
@@ -193,14 +218,19 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
             state.done, state.accepted = index, state.accepted + len(accepted)
             state.changed_since_snapshot |= bool(accepted)
             if index % cfg.snapshot_every == 0:
+                dropped = []
                 if state.changed_since_snapshot:
                     state.snapshot_count += 1
-                    state.snapshots.append(Snapshot(state.snapshot_count, index,
-                                                    {k: v.clone() for k, v in state.best.items()}))
-                    state.snapshots = state.snapshots[-cfg.train_top:]
+                    state.snapshots.append(_snapshot(state, index, workdir))
+                    if cfg.train_cap is not None:
+                        dropped = state.snapshots[:-cfg.train_cap]
+                        state.snapshots = state.snapshots[-cfg.train_cap:]
                     state.changed_since_snapshot = False
                 state.seconds["other"] += time.perf_counter() - scored
                 _save(state, state_path, fingerprint)
+                for old in dropped:  # only once the saved state no longer names them
+                    if old.path is not None:
+                        old.path.unlink(missing_ok=True)
             else:
                 state.seconds["other"] += time.perf_counter() - scored
             state.seconds["scoring"] += scored - started
@@ -208,9 +238,21 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
             bar.set_postfix(accepted=state.accepted, l2=f"{_mean(state.best_metrics, 'l2'):.3f}")
     bar.close()
 
-    selected = state.snapshots[-cfg.train_top:] or [Snapshot(0, 0, baseline)]
+    selected = state.snapshots or [Snapshot(0, 0, mask_density(baseline), masks=baseline)]
     summary = _summary(state, baseline, baseline_metrics, selected, density, cfg, resumed_at)
     return SearchResult(baseline=baseline, selected=selected, log=state.log, summary=summary)
+
+
+def _snapshot(state: _State, after: int, workdir: Path | None) -> Snapshot:
+    """The current best as snapshot number `state.snapshot_count`, written to its own file under `workdir`."""
+    masks = {k: v.clone() for k, v in state.best.items()}
+    snapshot = Snapshot(state.snapshot_count, after, mask_density(masks))
+    if workdir is None:
+        snapshot.masks = masks
+    else:
+        snapshot.path = workdir / f"snapshot{state.snapshot_count}.pt"
+        save_torch({"masks": {k: v.cpu() for k, v in masks.items()}}, snapshot.path)
+    return snapshot
 
 
 def _save(state: _State, path: Path | None, fingerprint: str) -> None:
@@ -243,7 +285,6 @@ def _summary(state: _State, baseline: Masks, baseline_metrics: dict, selected: l
         "best_mean": {key: _mean(state.best_metrics, key) for key in LOGGED_KEYS},
         "seconds_per_candidate": per_candidate,
         "selected": [{"snapshot": s.index, "after_candidates": s.after_candidates,
-                      "density": mask_density(s.masks), "density_drift": mask_density(s.masks) - target}
-                     for s in selected],
+                      "density": s.density, "density_drift": s.density - target} for s in selected],
         "best_layer_metrics": state.best_metrics,
     }

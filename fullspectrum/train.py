@@ -46,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "cosine"  # cosine | multistep | constant
-    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the total steps
+    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the epochs (epoch int(m * epochs))
     gamma: float = 0.1
     label_smoothing: float = 0.0
     augment: bool = True
@@ -94,13 +94,19 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
-    """Learning-rate multiplier at `step` (0-based) of `total_steps`."""
+def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at `step` (0-based) of `total_steps`.
+
+    Cosine decays every step. MultiStep changes at epoch boundaries, as the authors' per-epoch
+    `MultiStepLR(milestones=[int(E/2), int(3E/4)])` does: milestone fraction m becomes epoch int(m * E).
+    """
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    return cfg.gamma ** sum(step >= round(m * total_steps) for m in cfg.milestones)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    epoch = step // steps_per_epoch
+    return cfg.gamma ** sum(epoch >= int(m * epochs) for m in cfg.milestones)
 
 
 class SignalFlag:
@@ -154,7 +160,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(cfg, step, self.total_steps))
+            self.optimizer, lambda step: lr_factor(cfg, step, self.total_steps, self.steps_per_epoch))
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.aug_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.step = 0

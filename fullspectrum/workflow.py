@@ -90,11 +90,13 @@ def grid_runs(config: Mapping) -> list[Run]:
 
 
 def baseline_runs(config: Mapping) -> list[Run]:
-    """LTH and EB runs: per dataset, model, density and seed; LTH rewinds to `lth.rewind_iters`, EB starts @0."""
+    """LTH and EB runs: per dataset, model, density and seed; both start from the seed's initialisation (@0).
+
+    LTH rewinds to epoch `lth.rewind_epoch` of its own dense first round (the authors' `rewind_lt`)."""
     runs = set()
     for block in config["grid"]:
         for baseline in block.get("baselines", []):
-            iters = config["lth"]["rewind_iters"] if baseline == "lth" else 0
+            iters = 0
             for model in block["models"]:
                 for density in block["densities"]:
                     for seed in block["seeds"]:
@@ -140,10 +142,20 @@ def check_config(config: Mapping) -> None:
                     raise ConfigError(
                         f"tables.{name} asks for baseline {baseline} on {table['dataset']}/{model} at density "
                         f"{table['density']}, which no grid block's `baselines` makes")
-    search = config["search"]
-    if search["snapshot_every"] > max(search["population"], 1):
-        raise ConfigError(f"search.snapshot_every ({search['snapshot_every']}) exceeds search.population "
-                          f"({search['population']}): no snapshot would ever be taken")
+    lth = config["lth"]
+    if lth["rewind_epoch"] >= lth["round_epochs"]:
+        raise ConfigError(f"lth.rewind_epoch ({lth['rewind_epoch']}) must be below lth.round_epochs "
+                          f"({lth['round_epochs']}): the rewind point is taken during the dense first round")
+    for index, override in enumerate(config["search"].get("overrides", [])):
+        if not any(_matches(override, r) for r in runs):
+            raise ConfigError(f"search.overrides[{index}] ({override}) matches no run of the grid; fix its "
+                              f"{', '.join(k for k in SEARCH_SELECTORS if k in override) or 'selectors'}")
+    for run in sorted(runs):
+        search = resolved_search(config, run)
+        if search["snapshot_every"] > max(search["population"], 1):
+            raise ConfigError(f"search.snapshot_every ({search['snapshot_every']}) exceeds search.population "
+                              f"({search['population']}) for {run.method} on {run.dataset}/{run.model} @{run.iters}: "
+                              "no snapshot would ever be taken")
 
 
 def table_runs(config: Mapping, name: str) -> list[Run]:
@@ -170,11 +182,18 @@ def unique(items: Iterable) -> list:
 OWN_WEIGHTS = ("eb", "itop")
 
 
+def lth_rewind_path(run_dir: str) -> str:
+    """The rewind point of an LTH run: its dense first round's weights after `lth.rewind_epoch` epochs."""
+    return f"{run_dir}/round1/rewind.pt"
+
+
 def start_weights(mask_dir: str) -> str:
     """The weights a mask in `mask_dir` was made from, and that its training starts from."""
     parts = parse_mask_dir(mask_dir)
     if parts["method"] in OWN_WEIGHTS:
         return f"{mask_dir.rstrip('/')}/weights.pt"
+    if parts["method"] == "lth":
+        return lth_rewind_path(mask_dir.rstrip("/").rsplit("/", 1)[0])
     return pretrain_path(parts["results"], parts["dataset"], parts["model"], parts["seed"], parts["iters"])
 
 
@@ -300,9 +319,8 @@ def table_inputs(config: Mapping, name: str) -> list[str]:
 def table_config(config: Mapping, name: str) -> dict:
     """The part of the config Table `name` depends on (its rule's params: editing anything else keeps it)."""
     return {"results": config["results"], "grid": config["grid"], "tables": {name: config["tables"][name]},
-            "lth": {"rewind_iters": config["lth"]["rewind_iters"]}, "train": {"epochs": config["train"]["epochs"]},
-            "pretrain": {"batch_size": config["pretrain"]["batch_size"]}, "model_width": config["model_width"],
-            "search": {k: config["search"][k] for k in ("population", "train_top")}}
+            "train": {"epochs": config["train"]["epochs"]}, "pretrain": {"batch_size": config["pretrain"]["batch_size"]},
+            "model_width": config["model_width"], "search": config["search"]}
 
 
 def pai_settings(config: Mapping, method: str) -> dict:
@@ -310,12 +328,31 @@ def pai_settings(config: Mapping, method: str) -> dict:
     return dict(config["pai"]) if method in DATA_METHODS else {}
 
 
-def search_settings(config: Mapping, method: str) -> dict:
-    """The search settings a method's search depends on, so editing another method's knob re-runs nothing here."""
-    search = config["search"]
-    settings = {key: search[key] for key in ("population", "snapshot_every", "train_top")}
-    if method in DATA_METHODS:
-        settings.update(batches=search["batches"], batch_size=config["pai"]["batch_size"])
-    if method in NOISY_METHODS:
+# What a `search.overrides` entry may select runs by (the rest of the entry are the settings it sets).
+SEARCH_SELECTORS = ("dataset", "model", "method", "pretrain_iters")
+
+
+def _matches(override: Mapping, run: Run) -> bool:
+    values = {"dataset": run.dataset, "model": run.model, "method": run.method, "pretrain_iters": run.iters}
+    return all(override[key] == values[key] for key in SEARCH_SELECTORS if key in override)
+
+
+def resolved_search(config: Mapping, run: Run) -> dict:
+    """`search` for one run: the defaults, then every `search.overrides` entry that matches it, in order (the
+    authors set population and snapshot interval per table and method)."""
+    search = {k: v for k, v in config["search"].items() if k != "overrides"}
+    for override in config["search"].get("overrides", []):
+        if _matches(override, run):
+            search.update({k: v for k, v in override.items() if k not in SEARCH_SELECTORS})
+    return search
+
+
+def search_settings(config: Mapping, run: Run) -> dict:
+    """The search settings a run's search depends on, so editing another method's knob re-runs nothing here."""
+    search = resolved_search(config, run)
+    settings = {key: search[key] for key in ("population", "snapshot_every", "train_cap")}
+    if run.method in DATA_METHODS:
+        settings.update(batches=search["batches"], augment=search["augment"], batch_size=config["pai"]["batch_size"])
+    if run.method in NOISY_METHODS:
         settings["noise"] = search["synflow_noise"]
     return settings

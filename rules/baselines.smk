@@ -1,10 +1,11 @@
 # Baselines of the tables: LTH (iterative magnitude pruning with rewinding) and Early-Bird (unstructured).
 # Each ends in a ticket mask directory, `{run}/ticket/mask.pt`, that the generic rules train (sparse_train ->
 # ticket/metrics.json) and measure (graph_metrics -> ticket/graph.csv). The ticket trains from
-# workflow.start_weights: the rewind checkpoint pre{iters} for LTH, ticket/weights.pt (the draw) for EB.
+# workflow.start_weights: the rewind point round1/rewind.pt for LTH, ticket/weights.pt (the draw) for EB.
 # What a table reads of a baseline run: wf.baseline_files(RESULTS, run).
 #
-#   lth_round   {run}/round{k}/mask.pt + round.json   (k = 1..K; round k>1 needs round k-1's mask)
+#   lth_dense_round {run}/round1/mask.pt + round.json + rewind.pt (dense from the init; rewind = epoch rewind_epoch)
+#   lth_round   {run}/round{k}/mask.pt + round.json   (k = 2..K: from rewind.pt with round k-1's mask)
 #   lth_summary {run}/rounds.csv, {run}/ticket/mask.pt, {run}/cost.json   (cheap: a local rule)
 #   early_bird  {run}/ticket/mask.pt, ticket/weights.pt, {run}/eb.json, {run}/cost.json
 
@@ -14,20 +15,58 @@ LTH = config["lth"]
 EARLY_BIRD = config["early_bird"]
 
 
+LTH_SHELL = (
+    "python workflow_scripts/lth_round.py --weights {input.weights} {params.prev} --data {input.data} "
+    "--round {params.round} --density {wildcards.density} --seed {wildcards.seed} --lth '{params.lth}' "
+    "--train '{params.train}' --device {params.device} --out-mask {output.mask} --out-json {output.record} "
+    "{params.rewind} > {log} 2>&1"
+)
+
+
+rule lth_dense_round:
+    input:
+        weights=run_weights,  # the seed's initialisation (LTH runs are pre0)
+        data=data_file,
+    output:
+        mask=f"{LTH_DIR}/round1/mask.pt",
+        record=f"{LTH_DIR}/round1/round.json",
+        rewind=f"{LTH_DIR}/round1/rewind.pt",  # the weights after lth.rewind_epoch epochs: later rounds start here
+    params:
+        lth=as_json(LTH),
+        train=as_json({**TRAIN, "epochs": LTH["round_epochs"]}),
+        round=1,
+        prev="",
+        rewind=lambda w, output: f"--out-rewind {output.rewind}",
+        device=DEVICE,
+    resources:
+        gpu=GPU,
+        cpus_per_gpu=CPUS,
+        mem_mb=MEM_MB,
+        runtime=lambda w: train_minutes(w.model, LTH["round_epochs"]),
+    log:
+        log_path("lth_round", "{dataset}/{model}/d{density}/pre{iters}/s{seed}/round1"),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        LTH_SHELL
+
+
 rule lth_round:
     input:
-        weights=run_weights,  # the rewind point: pretraining checkpoint pre{iters} (= lth.rewind_iters)
+        weights=lambda w: wf.lth_rewind_path(wf.lth_run_dir(RESULTS, w)),
         prev=lambda w: wf.lth_previous_mask(RESULTS, w),
         data=data_file,
     output:
         mask=f"{LTH_DIR}/round{{k}}/mask.pt",
         record=f"{LTH_DIR}/round{{k}}/round.json",
     wildcard_constraints:
-        k=r"[1-9]\d*",
+        k=r"[2-9]|[1-9]\d+",
     params:
         lth=as_json(LTH),
         train=as_json({**TRAIN, "epochs": LTH["round_epochs"]}),
-        prev=lambda w, input: f"--prev-mask {input.prev}" if input.prev else "",
+        round=lambda w: w.k,
+        prev=lambda w, input: f"--prev-mask {input.prev}",
+        rewind="",
         device=DEVICE,
     resources:
         gpu=GPU,
@@ -39,10 +78,7 @@ rule lth_round:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python workflow_scripts/lth_round.py --weights {input.weights} {params.prev} --data {input.data} "
-        "--round {wildcards.k} --density {wildcards.density} --seed {wildcards.seed} --lth '{params.lth}' "
-        "--train '{params.train}' --device {params.device} --out-mask {output.mask} --out-json {output.record} "
-        "> {log} 2>&1"
+        LTH_SHELL
 
 
 rule lth_summary:

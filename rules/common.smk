@@ -58,6 +58,12 @@ def mask_results(mask_dirs):
 RUN_DIR = f"{RESULTS}/{{dataset}}/{{model}}/d{{density}}/{{method}}/pre{{iters}}/s{{seed}}"
 
 
+def run_of(wildcards):
+    """The grid cell a rule's wildcards name."""
+    return wf.Run(wildcards.dataset, wildcards.model, float(wildcards.density), wildcards.method,
+                  int(wildcards.iters), int(wildcards.seed))
+
+
 def run_weights(wildcards):
     return wf.pretrain_path(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed, wildcards.iters)
 
@@ -86,9 +92,7 @@ def selected_mask_dirs(run):
 
 
 def selected_results(wildcards):
-    run = wf.Run(wildcards.dataset, wildcards.model, float(wildcards.density), wildcards.method,
-                 int(wildcards.iters), int(wildcards.seed))
-    return mask_results(selected_mask_dirs(run))
+    return mask_results(selected_mask_dirs(run_of(wildcards)))
 
 
 # Tables and baselines.

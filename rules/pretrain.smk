@@ -11,6 +11,7 @@ rule pretrain:
         # change it, so editing them re-runs only the pretrained checkpoints (@N > 0) and what depends on them.
         pretrain=lambda wildcards: as_json(config["pretrain"]) if int(wildcards.iters) > 0 else "{}",
         width=config["model_width"],
+        init=config["model_init"],
         device=lambda wildcards: DEVICE if int(wildcards.iters) > 0 else "cpu",
     resources:
         gpu=lambda wildcards: GPU if int(wildcards.iters) > 0 else 0,
@@ -24,5 +25,5 @@ rule pretrain:
     cache: True
     shell:
         "python workflow_scripts/pretrain.py --data {input.data} --dataset {wildcards.dataset} "
-        "--model {wildcards.model} --width {params.width} --seed {wildcards.seed} --iters {wildcards.iters} "
+        "--model {wildcards.model} --width {params.width} --init {params.init} --seed {wildcards.seed} --iters {wildcards.iters} "
         "--pretrain '{params.pretrain}' --device {params.device} --out {output} > {log} 2>&1"

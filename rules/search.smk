@@ -12,13 +12,13 @@ checkpoint pags_search:
         directory(f"{RUN_DIR}/pags/search"),
     priority: 10  # resolve the checkpoints early, so the selections' trainings spread over the whole run
     params:
-        search=lambda wildcards: as_json(wf.search_settings(config, wildcards.method)),
+        search=lambda wildcards: as_json(wf.search_settings(config, run_of(wildcards))),
         device=DEVICE,
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
         mem_mb=MEM_MB,
-        runtime=lambda wildcards: 10 + config["search"]["population"] // 2,
+        runtime=lambda wildcards: 10 + wf.resolved_search(config, run_of(wildcards))["population"] // 2,
     log:
         log_path("pags_search", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
     conda:

@@ -1,4 +1,5 @@
-"""One round of LTH: rewind to a pretraining checkpoint, train with the previous round's mask, prune by magnitude."""
+"""One round of LTH: train from the initialisation (round 1) or the rewind point with the previous round's mask,
+then prune by magnitude; round 1 also writes the rewind point."""
 
 import argparse
 
@@ -7,7 +8,8 @@ from fullspectrum import baselines, cli, data, train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--weights", required=True, help="rewind point: a pretraining checkpoint (weights file)")
+    parser.add_argument("--weights", required=True,
+                        help="round 1: the seed's initialisation; later rounds: the rewind point (weights files)")
     parser.add_argument("--prev-mask", default=None, help="mask of the previous round (omit for round 1)")
     parser.add_argument("--data", required=True, help="prepared dataset (.pt)")
     parser.add_argument("--round", type=int, required=True, help="1-based round number")
@@ -19,13 +21,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-mask", required=True)
     parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-rewind", default=None,
+                        help="round 1 only: where to write the rewind point (weights after lth.rewind_epoch epochs)")
     args = parser.parse_args()
     dataset = data.DeviceData(args.data, train.pick_device(args.device))
     cfg = train.TrainConfig.from_mapping(args.train)
     record = baselines.lth_round(
         weights=args.weights, prev_mask=args.prev_mask or None, round_index=args.round, target_density=args.density,
         prune_fraction=float(args.lth["prune_fraction"]), data=dataset, cfg=cfg, seed=args.seed,
-        out_mask=args.out_mask, out_json=args.out_json, config_used={"lth": args.lth, "train": args.train})
+        out_mask=args.out_mask, out_json=args.out_json, rewind_epoch=int(args.lth["rewind_epoch"]),
+        out_rewind=args.out_rewind, config_used={"lth": args.lth, "train": args.train})
     print(f"LTH round {record['round']}/{record['rounds']}: trained at density {record['trained_density']:.4f} "
           f"-> acc {record['final_acc']:.2f}%; pruned to {record['density']:.4f} "
           f"(target {record['target_density']:.4f}) -> {args.out_mask}")

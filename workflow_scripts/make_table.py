@@ -19,7 +19,7 @@ def main() -> None:
     table_cfg = config["tables"][name]
     steps_per_epoch = math.ceil(workflow.TRAIN_SIZES[table_cfg["dataset"]] / config["pretrain"]["batch_size"])
     cells = tables.assemble(name, table_cfg, workflow.table_sources(config, name), config["train"]["epochs"],
-                            steps_per_epoch, tables.load_reported())
+                            steps_per_epoch, tables.load_reported(), width=config["model_width"])
     caption = tables.caption(name, table_cfg, config)
     io.write_csv(cells, args.csv)
     io.write_text(tables.to_markdown(cells, caption), args.markdown)

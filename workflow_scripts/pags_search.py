@@ -1,6 +1,7 @@
 """PAGS/PEGS mask search from a weights file and its PaI baseline mask; writes the selected masks and the log."""
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -27,17 +28,18 @@ def main() -> None:
     baseline, base_meta = masks.load_mask_file(args.baseline, model)
     cfg = search.SearchConfig(**args.search)
     out = Path(args.out)
-    state_path = out.parent / f".{out.name}_state.pt"  # outside the output directory, which Snakemake clears
+    workdir = out.parent / f".{out.name}_work"  # outside the output directory, which Snakemake clears
     result = search.pags(model, base_meta["method"], base_meta["target_density"], data.DeviceData(args.data, device),
-                         cfg, base_meta["seed"], baseline=baseline, state_path=state_path)
+                         cfg, base_meta["seed"], baseline=baseline, workdir=workdir)
     algorithm = "PAGS" if weights_meta["iters"] == 0 else "PEGS"
     for snapshot in result.selected:
+        snapshot_masks = snapshot.load()
         meta = masks.build_meta(
-            snapshot.masks, method=base_meta["method"], target_density=base_meta["target_density"],
+            snapshot_masks, method=base_meta["method"], target_density=base_meta["target_density"],
             seed=base_meta["seed"], model=base_meta["model"], dataset=base_meta["dataset"], source=args.weights,
             pretrain_iters=weights_meta["iters"], search=algorithm, snapshot=snapshot.index,
             after_candidates=snapshot.after_candidates, baseline_mask=args.baseline)
-        masks.save_mask_file(out / f"select{snapshot.index}.pt", snapshot.masks, meta)
+        masks.save_mask_file(out / f"select{snapshot.index}.pt", snapshot_masks, meta)
     io.write_csv(pd.DataFrame(result.log, columns=["candidate", "seed", "layer", *search.LOGGED_KEYS, "accepted"]),
                  out / "candidates.csv")
     summary = {**result.summary, "algorithm": algorithm, "method": base_meta["method"],
@@ -46,7 +48,7 @@ def main() -> None:
                "provenance": provenance(config=args.search, device=train.describe_device(device),
                                         wall_seconds=time.perf_counter() - started)}
     io.write_json(summary, out / "summary.json")
-    state_path.unlink(missing_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     print(f"{algorithm} {base_meta['method']}: {summary['candidates_done']} candidates, "
           f"{summary['layers_accepted']} layers accepted, {len(result.selected)} selected, explored "
           f"{summary['explored_share']:.1%} of the weights in {time.perf_counter() - started:.1f} s")

@@ -18,7 +18,8 @@ def main() -> None:
     parser.add_argument("--density", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--pai", type=cli.json_arg, required=True,
-                        help='{"scoring_batches": N, "batch_size": B} for SNIP/GraSP; {} for data-free methods')
+                        help='{"scoring_batches": N or "all", "batch_size": B, "augment": bool} for SNIP/GraSP; '
+                             '{} for data-free methods')
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
     parser.add_argument("--layers", required=True, help="per-layer density table (CSV)")
@@ -30,12 +31,14 @@ def main() -> None:
     dataset = data.DeviceData(args.data, device)
     batches = None
     if args.method in pruning.DATA_METHODS:
-        batches = dataset.random_batches(args.pai["scoring_batches"], args.pai["batch_size"], seed=args.seed)
+        batches = dataset.scoring_batches(args.pai["scoring_batches"], args.pai["batch_size"], seed=args.seed,
+                                          augment=args.pai["augment"])
     mask = pruning.make_mask(model, args.method, args.density, batches=batches, seed=args.seed)
     meta = masks.build_meta(
         mask, method=args.method, target_density=args.density, seed=args.seed, model=weights_meta["model"],
         dataset=weights_meta["dataset"], source=args.weights, pretrain_iters=weights_meta["iters"],
         scoring_batches=args.pai.get("scoring_batches"), batch_size=args.pai.get("batch_size"),
+        scoring_augment=args.pai.get("augment"),
         provenance=provenance(device=train.describe_device(device), wall_seconds=time.perf_counter() - started))
     if meta["empty_layers"]:
         logging.warning("layer collapse: %s kept no weight", ", ".join(meta["empty_layers"]))

@@ -2,7 +2,7 @@
 
 import argparse
 
-from fullspectrum import cli, data, runs, train
+from fullspectrum import cli, data, models, runs, train
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--iters", type=int, required=True)
+    parser.add_argument("--init", choices=models.INITS, default="authors", help="the seed's initialisation")
     parser.add_argument("--pretrain", type=cli.json_arg, required=True, help="SGD settings as JSON")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
@@ -21,7 +22,7 @@ def main() -> None:
     dataset = data.DeviceData(args.data, device)
     cfg = train.TrainConfig.from_mapping(args.pretrain)
     meta = runs.pretrain(model=args.model, width=args.width, dataset=args.dataset, data=dataset, iters=args.iters,
-                         seed=args.seed, cfg=cfg, out=args.out)
+                         seed=args.seed, cfg=cfg, init=args.init, out=args.out)
     print(f"pretrained {args.model}@{args.iters} (seed {args.seed}) -> {args.out}; "
           f"{meta['provenance']['wall_seconds']:.1f} s on {meta['provenance']['device']}")
 

@@ -29,7 +29,7 @@ def mask_result(mask_dir: str | Path) -> dict:
 
 
 def accuracy_summary(accuracies: Iterable[float]) -> dict:
-    """Best, mean and sample standard deviation (ddof=1; 0 for one value) of final-epoch accuracies."""
+    """Best, mean and sample standard deviation (ddof=1; 0 for one value) of accuracies."""
     values = [a for a in accuracies if a is not None]
     if not values:
         return {"n": 0, "best": None, "mean": None, "std": None}
@@ -39,7 +39,8 @@ def accuracy_summary(accuracies: Iterable[float]) -> dict:
 
 def collect_mask_results(mask_dirs: Iterable[str | Path]) -> dict:
     masks = [mask_result(d) for d in mask_dirs]
-    return {"masks": masks, "accuracy": accuracy_summary(m["final_acc"] for m in masks)}
+    return {"masks": masks, "accuracy": {"best_epoch": accuracy_summary(m["best_acc"] for m in masks),
+                                         "final_epoch": accuracy_summary(m["final_acc"] for m in masks)}}
 
 
 def _clean(value) -> float | None:
