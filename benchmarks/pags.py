@@ -2,7 +2,7 @@
 (forward/backward on the scoring batches: hardware-bound) and everything else (graph metrics of the changed
 layers, acceptance, bookkeeping, the state file).
 
-    python benchmarks/pags.py [--device cuda] [--population 5] [--batches 1]
+    python benchmarks/pags.py [--device cuda] [--population 5] [--batches 4]
 """
 
 from __future__ import annotations
@@ -26,19 +26,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--population", type=int, default=4)
-    parser.add_argument("--batches", type=int, default=1, help="scoring mini-batches of 128 per candidate")
+    parser.add_argument("--batches", type=int, default=4, help="scoring mini-batches of 128 per candidate (the authors: 4)")
     parser.add_argument("--method", default="snip")
     parser.add_argument("--density", type=float, default=0.05)
     args = parser.parse_args()
     device = torch.device(args.device)
     model = models.build_seeded("resnet18", 10, args.width, 0).to(device)
     dataset = SyntheticCifar(1024, device)
-    cfg = search.SearchConfig(population=args.population, batches=args.batches, batch_size=128,
-                              snapshot_every=2, train_top=2)
+    cfg = search.SearchConfig(population=args.population, batches=args.batches, batch_size=128, snapshot_every=2)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         result = search.pags(model, args.method, args.density, dataset, cfg, seed=0, scoring_batches=args.batches,
-                             state_path=Path(tmp) / "state.pt", progress=False)
+                             workdir=tmp, progress=False)
         wall = time.perf_counter() - started
     per = result.summary["seconds_per_candidate"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

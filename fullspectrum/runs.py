@@ -43,7 +43,7 @@ def pretrain(*, model: str, width: int, dataset: str, data: DeviceData, iters: i
 
 def train_mask(*, weights: str | Path, mask: str | Path, data: DeviceData, cfg: TrainConfig, seed: int,
                out: str | Path, config_used: dict | None = None, progress: bool = True) -> dict:
-    """Train the mask in `mask` from the weights in `weights`; write metrics.json (final-epoch accuracy)."""
+    """Train the mask in `mask` from the weights in `weights`; write metrics.json (final- and best-epoch accuracy)."""
     started = time.perf_counter()
     net, weights_meta = load_weights(weights)
     masks, mask_meta = load_mask_file(mask, net)  # refuses a mask that does not fit, before any training

@@ -146,10 +146,6 @@ def check_config(config: Mapping) -> None:
     if lth["rewind_epoch"] >= lth["round_epochs"]:
         raise ConfigError(f"lth.rewind_epoch ({lth['rewind_epoch']}) must be below lth.round_epochs "
                           f"({lth['round_epochs']}): the rewind point is taken during the dense first round")
-    for index, override in enumerate(config["search"].get("overrides", [])):
-        if not any(_matches(override, r) for r in runs):
-            raise ConfigError(f"search.overrides[{index}] ({override}) matches no run of the grid; fix its "
-                              f"{', '.join(k for k in SEARCH_SELECTORS if k in override) or 'selectors'}")
     for run in sorted(runs):
         search = resolved_search(config, run)
         if search["snapshot_every"] > max(search["population"], 1):

@@ -44,6 +44,12 @@ def train_minutes(model, epochs):
     return int(config["resources"]["minutes_per_epoch"].get(model, 1.0) * epochs) + 10
 
 
+def search_minutes(run):
+    """A search's time limit: its population at `resources.search_seconds_per_candidate`, plus 10 minutes."""
+    population = wf.resolved_search(config, run)["population"]
+    return int(population * config["resources"]["search_seconds_per_candidate"] / 60) + 10
+
+
 GPU = config["resources"]["gpu"]
 CPUS = config["resources"]["cpus_per_gpu"]
 MEM_MB = config["resources"]["mem_mb"]

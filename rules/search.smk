@@ -18,7 +18,7 @@ checkpoint pags_search:
         gpu=GPU,
         cpus_per_gpu=CPUS,
         mem_mb=MEM_MB,
-        runtime=lambda wildcards: 10 + wf.resolved_search(config, run_of(wildcards))["population"] // 2,
+        runtime=lambda wildcards: search_minutes(run_of(wildcards)),
     log:
         log_path("pags_search", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
     conda:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -120,27 +121,41 @@ def test_rewinding_restores_the_checkpoint_bits_with_a_fresh_optimiser(tmp_path,
                                     target_density=0.25, prune_fraction=0.5, data=digits, cfg=one_epoch(), seed=0)
 
 
-def test_lth_end_to_end_two_rounds(tmp_path, digits, init_weights):
+def test_lth_end_to_end_two_rounds_rewinding_to_an_epoch_of_the_dense_round(tmp_path, digits, init_weights):
     lth_dir = tmp_path / "lth"
-    records, previous = [], None
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, schedule="constant")
+    rewind = lth_dir / "round1/rewind.pt"
+    records, previous, weights = [], None, init_weights
     for k in (1, 2):
         record = baselines.lth_round(
-            weights=init_weights, prev_mask=previous, round_index=k, target_density=0.25, prune_fraction=0.5,
-            data=digits, cfg=one_epoch(), seed=0, out_mask=lth_dir / f"round{k}/mask.pt",
-            out_json=lth_dir / f"round{k}/round.json", progress=False)
-        previous = lth_dir / f"round{k}/mask.pt"
+            weights=weights, prev_mask=previous, round_index=k, target_density=0.25, prune_fraction=0.5,
+            data=digits, cfg=cfg, seed=0, out_mask=lth_dir / f"round{k}/mask.pt",
+            out_json=lth_dir / f"round{k}/round.json", rewind_epoch=1, out_rewind=rewind if k == 1 else None,
+            progress=False)
+        previous, weights = lth_dir / f"round{k}/mask.pt", rewind
         records.append(record)
         assert not (lth_dir / f"round{k}/.lth_state.pt").exists()
+    # the rewind point is the dense run after 1 of its 2 epochs: a separate 1-epoch run (constant lr) is bit-equal
+    alone, _ = models.load_weights(init_weights)
+    Trainer(alone, digits, dataclasses.replace(cfg, epochs=1), seed=0, progress=False).fit()
+    rewound, rewind_meta = models.load_weights(rewind)
+    assert rewind_meta["lth_rewind_epoch"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), rewound.state_dict().values()))
     net, _ = models.load_weights(init_weights)
     m1, meta1 = load_mask_file(lth_dir / "round1/mask.pt", net)
     m2, meta2 = load_mask_file(lth_dir / "round2/mask.pt", net)
     n = total(m1)
     assert kept(m1) == round(0.5 * n) and kept(m2) == round(0.25 * n)
     assert all(bool((m2[name] <= m1[name]).all()) for name in m1)
-    assert (meta1["method"], meta1["round"], meta2["round"], meta2["source"]) == ("lth", 1, 2, str(init_weights))
+    assert (meta1["method"], meta1["round"], meta1["source"]) == ("lth", 1, str(init_weights))
+    assert (meta2["round"], meta2["source"], meta2["rewind_epoch"]) == (2, str(rewind), 1)  # restarted from it
     assert records[0]["trained_density"] == 1.0 and records[1]["trained_density"] == pytest.approx(0.5, abs=1 / n)
     assert records[1]["density"] == meta2["density"] == kept(m2) / n
-    assert all(r["epochs"] == 1 and r["final_acc"] is not None for r in records)
+    assert all(r["epochs"] == 2 and r["final_acc"] is not None for r in records)
+    with pytest.raises(ValueError, match="only round 1, writes the rewind point"):
+        baselines.lth_round(weights=rewind, prev_mask=previous, round_index=2, target_density=0.25,
+                            prune_fraction=0.5, data=digits, cfg=cfg, seed=0, out_mask=tmp_path / "x/mask.pt",
+                            out_json=tmp_path / "x/r.json", out_rewind=tmp_path / "x/rewind.pt", progress=False)
 
     cost = baselines.lth_summary(round_jsons=[lth_dir / "round2/round.json", lth_dir / "round1/round.json"],
                                  last_mask=lth_dir / "round2/mask.pt", out_csv=lth_dir / "rounds.csv",
@@ -153,11 +168,11 @@ def test_lth_end_to_end_two_rounds(tmp_path, digits, init_weights):
     assert ticket_meta["ticket"] and ticket_meta["target_density"] == 0.25 and ticket_meta["round"] == 2
     assert read_json(lth_dir / "cost.json") == cost
     steps = records[0]["steps"]
-    assert (cost["search_epochs"], cost["dense_epochs"], cost["sparse_epochs"]) == (2, 1, 1)
+    assert (cost["search_epochs"], cost["dense_epochs"], cost["sparse_epochs"]) == (4, 2, 2)
     assert cost["search_steps"] == 2 * steps
-    assert cost["pretrain_epochs"] == 2  # rewinds to @0: only the rounds count
+    assert cost["pretrain_epochs"] == 4  # starts @0: only the rounds count
     full = baselines.total_cost(cost, {"epochs": 3, "steps": 3 * steps})
-    assert (full["total_epochs"], full["total_steps"]) == (5, 5 * steps)
+    assert (full["total_epochs"], full["total_steps"]) == (7, 2 * steps + 3 * steps)
     with pytest.raises(ValueError, match="expected 1..2"):
         baselines.lth_summary(round_jsons=[lth_dir / "round2/round.json"], last_mask=lth_dir / "round2/mask.pt",
                               out_csv=tmp_path / "x.csv", out_ticket=tmp_path / "t.pt", out_cost=tmp_path / "c.json")

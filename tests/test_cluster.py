@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, run_snakemake
 
-GPU_RULES = {"pai_mask", "pags_search", "sparse_train", "lth_round", "early_bird", "itop"}
+GPU_RULES = {"pai_mask", "pags_search", "sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop"}
 LOCAL_RULES = {"prepare_data", "table", "figure", "lth_summary", "pags_results", "selected_mask"}
 # import name -> pip distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "PyYAML"}

@@ -1,6 +1,8 @@
 """Config validation: the schema and the semantic checks reject mistakes before any job runs, naming the key."""
 
 import copy
+import json
+import re
 
 import pytest
 import yaml
@@ -29,7 +31,11 @@ def dry_run(tmp_path, config):
     (lambda c: c["train"].update(learning_rate=0.1), "'learning_rate' was unexpected"),
     (lambda c: c.update(optimiser="adam"), "'optimiser' was unexpected"),
     (lambda c: c["tables"]["table2"].update(pretrain_iters=[0, 250]),
-     "tables.table2 asks for snip on cifar100/resnet18 at density 0.05 @250"),
+     "tables.table2 asks for snip on cifar100/resnet18 at density 0.01 @250"),
+    (lambda c: c["lth"].update(rewind_epoch=250), "lth.rewind_epoch (250) must be below lth.round_epochs (250)"),
+    (lambda c: c["search"]["overrides"].append({"dataset": "cifar10", "population": 5}),
+     "search.snapshot_every (100) exceeds search.population (5) for erk on cifar10/resnet18 @100"),
+    (lambda c: c["pai"].update(scoring_batches="most"), "scoring_batches"),
     (lambda c: c["grid"][0].update(baselines=[]), "tables.table1 asks for baseline eb"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, edit, expected):
@@ -78,7 +84,41 @@ def test_paths_round_trip():
 def test_steps_depend_only_on_the_settings_their_method_uses():
     config = load()
     assert wf.pai_settings(config, "erk") == {} and wf.pai_settings(config, "snip") == config["pai"]
-    snip, erk, synflow = (wf.search_settings(config, m) for m in ("snip", "erk", "synflow"))
+    snip, erk, synflow = (wf.search_settings(config, wf.Run("cifar100", "resnet18", 0.01, m, 0, 0))
+                          for m in ("snip", "erk", "synflow"))
     assert "noise" not in snip and snip["batches"] == config["search"]["batches"]
     assert "batches" not in erk and "noise" not in erk
     assert synflow["noise"] == config["search"]["synflow_noise"] and "batches" not in synflow
+
+
+def test_search_settings_follow_the_authors_folders_per_table_and_method():
+    """population-P_sampling-S of the result folders lth_acc_readout.py reads, resolved from `search.overrides`."""
+    config = load()
+
+    def settings(dataset, model, method, iters):
+        resolved = wf.search_settings(config, wf.Run(dataset, model, 0.01, method, iters, 0))
+        return resolved["population"], resolved["snapshot_every"]
+
+    assert settings("cifar10", "resnet18", "snip", 100) == (3000, 10)
+    assert settings("cifar10", "resnet18", "grasp", 100) == (1000, 10)
+    assert settings("cifar10", "resnet34", "erk", 100) == (3000, 100)
+    assert settings("cifar100", "resnet34", "snip", 100) == (2000, 20)
+    assert settings("cifar100", "resnet34", "erk", 100) == (2000, 100)
+    assert settings("cifar100", "resnet18", "erk", 100) == (2000, 20)  # cf100_iter100/ERK/ResNet18: sampling-20
+    assert settings("cifar100", "resnet18", "grasp", 0) == (3000, 10)
+    snip = wf.search_settings(config, wf.Run("cifar100", "resnet18", 0.01, "snip", 0, 0))
+    assert snip["train_cap"] is None and snip["batches"] == 4 and snip["augment"] is True
+
+
+def test_paper_grid_dry_run_plans_the_authors_protocol():
+    """`snakemake -n -p` on config.yaml: density 0.01 only, 250 epochs, MultiStep and Nesterov in training."""
+    result = run_snakemake(["-n", "-p"], check=True)
+    printed = result.stdout + result.stderr
+    densities = set(re.findall(r"/d([0-9.e-]+)/", printed))
+    assert densities == {"0.01"}, densities
+    train_lines = [line for line in printed.splitlines() if "sparse_train.py" in line]
+    assert train_lines
+    for line in train_lines:
+        settings = json.loads(re.search(r"--train '([^']+)'", line).group(1))
+        assert (settings["epochs"], settings["schedule"], settings["nesterov"]) == (250, "multistep", True)
+        assert settings["milestones"] == [0.5, 0.75] and settings["gamma"] == 0.1

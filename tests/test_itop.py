@@ -232,9 +232,10 @@ def test_run_itop_refuses_a_schedule_the_workflow_did_not_declare(itop_run, digi
 def test_snapshot_count_of_the_configs():
     paper = yaml.safe_load((ROOT / "config.yaml").read_text())
     embedded = yaml.safe_load((ROOT / "config" / "embedded.yaml").read_text())
-    # CIFAR: 391 steps x 160 epochs = 62560; updates every 1000 -> 62; every 4th kept, plus the ERK mask @0
-    assert workflow.itop_total_steps(paper, "cifar100") == 62560
-    assert workflow.itop_snapshot_count(paper, "cifar100") == 1 + 62 // 4
+    # The authors' settings: 391 steps x 250 epochs = 97750; an update every 1500 iterations at 1500..96000 -> 65,
+    # a snapshot at every update, plus the ERK mask @0
+    assert workflow.itop_total_steps(paper, "cifar100") == 97750
+    assert workflow.itop_snapshot_count(paper, "cifar100") == 1 + 65
     # digits at batch 64: 23 steps x 3 epochs = 69; updates every 12 at 12..60 -> 5, all kept, plus @0
     assert workflow.itop_total_steps(embedded, "digits") == 69
     assert workflow.itop_snapshot_count(embedded, "digits") == 6

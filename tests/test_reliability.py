@@ -344,7 +344,7 @@ CONFIG_MISTAKES = {
         ["tables.table1 asks for snip on cifar10/resnet34"]),
     "a grid value listed twice": (lambda c: c["grid"][1].update(pretrain_iters=[0, 100, 0]),
                                   ["grid[1].pretrain_iters lists a value twice"]),
-    "snapshots never taken": (lambda c: c["search"].update(population=5, snapshot_every=10),
+    "snapshots never taken": (lambda c: c["search"].update(population=5, snapshot_every=10, overrides=[]),
                               ["search.snapshot_every (10) exceeds search.population (5)"]),
 }
 
@@ -368,7 +368,8 @@ def test_config_mistake_is_rejected_by_a_dry_run_naming_the_key(tmp_path, mistak
 # ================================================================================== the step scripts, for real
 
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"}
-SEARCH = {"population": 40, "batches": 1, "batch_size": 64, "snapshot_every": 1, "train_top": 3}
+SEARCH = {"population": 40, "batches": 1, "batch_size": 64, "snapshot_every": 1, "train_cap": 3}
+LTH = json.dumps({"prune_fraction": 0.5, "rewind_epoch": 1})
 
 
 def script(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -443,7 +444,7 @@ def test_sigterm_mid_search_saves_state_exits_75_and_resumes_to_the_same_selecti
 
     reference, out = tmp_path / "reference" / "search", tmp_path / "run" / "search"
     ok(script("pags_search", *args(reference)))
-    state = out.parent / ".search_state.pt"
+    state = out.parent / ".search_work" / "state.pt"
     log = tmp_path / "interrupted.log"
     assert interrupted("pags_search", args(out), state, log) == PREEMPTED_EXIT_CODE, log.read_text()[-3000:]
     assert "rerun to resume" in log.read_text() and state.exists() and not (out / "summary.json").exists()
@@ -462,8 +463,9 @@ def test_sigterm_mid_search_saves_state_exits_75_and_resumes_to_the_same_selecti
 def test_sigterm_mid_lth_round_checkpoints_exits_75_and_resumes_to_the_same_mask(inputs, tmp_path):
     def args(directory):
         return ["--weights", inputs["weights"], "--data", inputs["data"], "--round", 1, "--density", 0.25,
-                "--seed", 0, "--lth", json.dumps({"prune_fraction": 0.5}), "--train", json.dumps(TRAIN),
-                "--device", "cpu", "--out-mask", directory / "mask.pt", "--out-json", directory / "round.json"]
+                "--seed", 0, "--lth", LTH, "--train", json.dumps(TRAIN),
+                "--device", "cpu", "--out-mask", directory / "mask.pt", "--out-json", directory / "round.json",
+                "--out-rewind", directory / "rewind.pt"]
 
     reference, run = tmp_path / "reference" / "round1", tmp_path / "run" / "round1"
     ok(script("lth_round", *args(reference)))
@@ -527,7 +529,7 @@ def case_mask_for_another_width(inputs, tmp):
 def case_dataset_missing(inputs, tmp):
     bad = tmp / "bad" / "digits.pt"
     return ("pai_mask", ["--weights", inputs["weights"], "--data", bad, "--method", "snip", "--density", 0.25, "--seed",
-                         0, "--pai", json.dumps({"scoring_batches": 1, "batch_size": 64}), "--device", "cpu",
+                         0, "--pai", json.dumps({"scoring_batches": 1, "batch_size": 64, "augment": True}), "--device", "cpu",
                          "--out", tmp / "out" / "mask.pt", "--layers", tmp / "out" / "layers.csv"],
             bad, "prepared dataset {bad} does not exist")
 
@@ -535,8 +537,9 @@ def case_dataset_missing(inputs, tmp):
 def case_dataset_truncated(inputs, tmp):
     bad = cut_in_half(inputs["data"], tmp / "bad" / "digits.pt")
     return ("lth_round", ["--weights", inputs["weights"], "--data", bad, "--round", 1, "--density", 0.25, "--seed", 0,
-                          "--lth", json.dumps({"prune_fraction": 0.5}), "--train", json.dumps(TRAIN), "--device",
-                          "cpu", "--out-mask", tmp / "out" / "mask.pt", "--out-json", tmp / "out" / "round.json"],
+                          "--lth", LTH, "--train", json.dumps(TRAIN), "--device",
+                          "cpu", "--out-mask", tmp / "out" / "mask.pt", "--out-json", tmp / "out" / "round.json",
+                          "--out-rewind", tmp / "out" / "rewind.pt"],
             bad, "truncated or corrupted")
 
 
@@ -566,7 +569,7 @@ def case_metrics_json_truncated(inputs, tmp):
 
 def case_previous_lth_mask_of_another_kind(inputs, tmp):
     return ("lth_round", ["--weights", inputs["weights"], "--prev-mask", inputs["erk"], "--data", inputs["data"],
-                          "--round", 2, "--density", 0.25, "--seed", 0, "--lth", json.dumps({"prune_fraction": 0.5}),
+                          "--round", 2, "--density", 0.25, "--seed", 0, "--lth", LTH,
                           "--train", json.dumps(TRAIN), "--device", "cpu", "--out-mask", tmp / "out" / "mask.pt",
                           "--out-json", tmp / "out" / "round.json"],
             inputs["erk"], "is not the mask of LTH round 1 (method 'erk'")

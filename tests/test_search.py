@@ -10,7 +10,7 @@ from fullspectrum import graph, models, pruning, search
 from fullspectrum.masks import prunable_parameters
 from fullspectrum.errors import Preempted
 
-CFG = search.SearchConfig(population=6, batches=1, batch_size=64, snapshot_every=2, train_top=2)
+CFG = search.SearchConfig(population=6, batches=1, batch_size=64, snapshot_every=2)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_selected_masks_dominate_the_baseline_layer_by_layer(model, digits, meth
     params = prunable_parameters(model)
     base = graph.measure_layers({n: (p.detach(), result.baseline[n]) for n, p in params.items()})
     for snapshot in result.selected:
-        mine = graph.measure_layers({n: (p.detach(), snapshot.masks[n]) for n, p in params.items()})
+        mine = graph.measure_layers({n: (p.detach(), snapshot.load()[n]) for n, p in params.items()})
         for name in params:
             for key in search.SEARCH_KEYS:
                 assert mine[name][key] >= base[name][key] - 1e-12, (name, key)
@@ -51,9 +51,10 @@ def test_selected_masks_dominate_the_baseline_layer_by_layer(model, digits, meth
 
 
 def test_first_best_is_the_full_data_pai_mask_and_population_zero_returns_it(model, digits):
-    empty = search.SearchConfig(population=0, batches=1, batch_size=64, snapshot_every=1, train_top=3)
+    empty = search.SearchConfig(population=0, batches=1, batch_size=64, snapshot_every=1)
     result = search.pags(model, "snip", 0.1, digits, empty, seed=3, scoring_batches=2, progress=False)
-    expected = pruning.make_mask(model, "snip", 0.1, batches=digits.random_batches(2, 64, seed=3), seed=3)
+    expected = pruning.make_mask(model, "snip", 0.1, batches=digits.random_batches(2, 64, seed=3, augment=True),
+                                 seed=3)
     assert same_masks(result.baseline, expected)
     assert len(result.selected) == 1 and result.selected[0].index == 0
     assert same_masks(result.selected[0].masks, expected)
@@ -63,12 +64,36 @@ def test_search_is_deterministic(model, digits):
     a = search.pags(model, "snip", 0.1, digits, CFG, seed=1, scoring_batches=2, progress=False)
     b = search.pags(model, "snip", 0.1, digits, CFG, seed=1, scoring_batches=2, progress=False)
     assert [s.index for s in a.selected] == [s.index for s in b.selected]
-    assert all(same_masks(x.masks, y.masks) for x, y in zip(a.selected, b.selected))
+    assert all(same_masks(x.load(), y.load()) for x, y in zip(a.selected, b.selected))
     assert a.log == b.log
 
 
+def test_every_snapshot_is_selected_unless_capped(model, digits, tmp_path):
+    every = search.pags(model, "erk", 0.1, digits, CFG, seed=4, progress=False)
+    taken = every.summary["snapshots"]
+    assert taken >= 2  # ERK redraws change layers often enough on a tiny model
+    assert [s.index for s in every.selected] == list(range(1, taken + 1))
+    assert [s.after_candidates for s in every.selected] == sorted({s.after_candidates for s in every.selected})
+    capped_cfg = search.SearchConfig(population=6, batches=1, batch_size=64, snapshot_every=2, train_cap=1)
+    capped = search.pags(model, "erk", 0.1, digits, capped_cfg, seed=4, workdir=tmp_path, progress=False)
+    assert [s.index for s in capped.selected] == [taken]
+    assert same_masks(capped.selected[0].load(), every.selected[-1].load())
+    assert sorted(p.name for p in tmp_path.glob("snapshot*.pt")) == [f"snapshot{taken}.pt"]  # older ones dropped
+
+
+def test_candidates_are_scored_on_their_own_augmented_batches(model, digits):
+    cfg = search.SearchConfig(population=1, batches=4, batch_size=64, snapshot_every=1)
+    seed = search.candidate_seed(5, 1)
+    candidate = search.draw_candidate(model, "snip", 0.1, digits, cfg, seed)
+    batches = digits.random_batches(4, 64, seed=seed, augment=True)
+    assert len(batches) == 4
+    assert same_masks(candidate, pruning.make_mask(model, "snip", 0.1, batches=batches, seed=seed))
+    plain = pruning.make_mask(model, "snip", 0.1, batches=digits.random_batches(4, 64, seed=seed), seed=seed)
+    assert not same_masks(candidate, plain)  # the crops and flips changed the scores
+
+
 def test_search_killed_by_sigterm_resumes_to_the_same_result(model, digits, tmp_path, monkeypatch):
-    state = tmp_path / "state.pt"
+    state = tmp_path / "work"
     uninterrupted = search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, progress=False)
     original = search.draw_candidate
     calls = []
@@ -81,11 +106,11 @@ def test_search_killed_by_sigterm_resumes_to_the_same_result(model, digits, tmp_
 
     monkeypatch.setattr(search, "draw_candidate", draw_then_signal)
     with pytest.raises(Preempted, match="after candidate 3"):
-        search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, state_path=state, progress=False)
+        search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, workdir=state, progress=False)
     monkeypatch.setattr(search, "draw_candidate", original)
-    resumed = search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, state_path=state,
+    resumed = search.pags(model, "snip", 0.1, digits, CFG, seed=2, scoring_batches=2, workdir=state,
                           progress=False)
     assert resumed.summary["resumed_at_candidate"] == 3
     assert [s.index for s in resumed.selected] == [s.index for s in uninterrupted.selected]
-    assert all(same_masks(x.masks, y.masks) for x, y in zip(resumed.selected, uninterrupted.selected))
+    assert all(same_masks(x.load(), y.load()) for x, y in zip(resumed.selected, uninterrupted.selected))
     assert resumed.log == uninterrupted.log

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,22 +17,26 @@ def write(path, obj):
 
 @pytest.fixture
 def sources(tmp_path):
-    def trained(name, acc):
-        return write(tmp_path / name / "metrics.json", {"final_acc": acc, "best_acc": acc + 1, "density": 0.05})
+    def trained(name, best, final):
+        return write(tmp_path / name / "metrics.json", {"final_acc": final, "best_acc": best, "density": 0.01})
 
     def searched(name, accs):
         return write(tmp_path / name / "results.json",
-                     {"masks": [{"final_acc": a} for a in accs], "accuracy": {}})
+                     {"masks": [{"best_acc": b, "final_acc": f} for b, f in accs], "accuracy": {}})
 
     return [
         {"model": "resnet18", "iters": 100, "method": "snip", "kind": "pai", "seeds": [0, 1],
-         "baseline": [trained("b0", 90.0), trained("b1", 92.0)],
-         "search": [searched("s0", [91.0, 93.0]), searched("s1", [95.0])], "cost": []},
+         "baseline": [trained("b0", 90.0, 89.0), trained("b1", 92.0, 91.0)],
+         "search": [searched("s0", [(91.0, 90.0), (93.0, 88.0), (89.5, 88.5)]), searched("s1", [(91.0, 90.5)])],
+         "cost": []},
         {"model": "resnet18", "iters": 100, "method": "grasp", "kind": "pai", "seeds": [0],
          "baseline": [str(tmp_path / "missing" / "metrics.json")], "search": [str(tmp_path / "nope.json")],
          "cost": []},
+        {"model": "resnet18", "iters": 100, "method": "erk", "kind": "pai", "seeds": [0],
+         "baseline": [trained("e0", 90.0, 90.0)], "search": [searched("es0", [(91.0, 91.0), (85.0, 85.0)])],
+         "cost": []},
         {"model": "resnet18", "iters": None, "method": "lth", "kind": "baseline", "seeds": [0],
-         "baseline": [trained("lth", 91.5)], "search": [],
+         "baseline": [trained("lth", 91.5, 91.0)], "search": [],
          "cost": [write(tmp_path / "lth" / "cost.json", {"pretrain_epochs": 640.0})]},
     ]
 
@@ -42,28 +47,51 @@ def cell(cells, method, column):
     return row.iloc[0]
 
 
+CIFAR10 = {"dataset": "cifar10", "density": 0.01, "paper_table": 1}
+
+
 def test_hand_checked_cells_and_paper_column(sources):
-    cfg = {"dataset": "cifar10", "paper_table": 1}
-    cells = tables.assemble("table1", cfg, sources, train_epochs=160, steps_per_epoch=391,
+    cells = tables.assemble("table1", CIFAR10, sources, train_epochs=250, steps_per_epoch=391,
                             reported=tables.load_reported())
+    # per seed, best-epoch: seed 0 reads best 93, avg of [91, 93] = 92; seed 1 (none >= 92) best 91, avg 91
     base = cell(cells, "snip", "baseline_acc")
-    assert base["value"] == pytest.approx(91.0) and base["spread"] == pytest.approx(1.4142135, rel=1e-6)
+    assert base["value"] == pytest.approx(91.0) and base["spread"] == pytest.approx(2 ** 0.5)
     assert base["n"] == 2 and base["paper"] == pytest.approx(90.39)
     assert base["difference"] == pytest.approx(91.0 - 90.39)
-    assert cell(cells, "snip", "pags_best_acc")["value"] == 95.0
+    best = cell(cells, "snip", "pags_best_acc")
+    assert best["value"] == pytest.approx(92.0) and best["spread"] == pytest.approx(2 ** 0.5)
     avg = cell(cells, "snip", "pags_avg_acc")
-    assert avg["value"] == pytest.approx(93.0) and avg["spread"] == pytest.approx(2.0) and avg["n"] == 3
+    assert avg["value"] == pytest.approx(91.5) and avg["spread"] == pytest.approx(0.5 ** 0.5) and avg["n"] == 3
     assert avg["paper"] == pytest.approx(90.06) and avg["paper_spread"] == pytest.approx(0.17)
-    # 100 iterations of 391 per epoch are 0.26 epochs of 160: "low"; LTH spent 4 full runs: "very high"
+    # final epochs, seed 0: only 90.0 >= 89.0, so all three pool: (90 + 88 + 88.5) / 3; seed 1: 90.5
+    final_avg = cell(cells, "snip", "pags_avg_final_acc")
+    assert final_avg["value"] == pytest.approx(((90.0 + 88.0 + 88.5) / 3 + 90.5) / 2)
+    assert pd.isna(final_avg["paper"])  # the paper reports best-epoch numbers only
+    assert cell(cells, "snip", "baseline_final_acc")["value"] == pytest.approx(90.0)
+    # one seed: the avg's spread is the authors' std over the pooled snapshots ([91, 85]: only 91 >= 90)
+    erk_avg = cell(cells, "erk", "pags_avg_acc")
+    assert erk_avg["value"] == pytest.approx(88.0) and erk_avg["spread"] == pytest.approx(np.std([91, 85], ddof=1))
+    # 100 iterations of 391 per epoch are 0.26 epochs of 250: "low"; LTH spent several full runs: "very high"
     assert cell(cells, "snip", "pretrain_cost")["value"] == "low"
     assert cell(cells, "lth", "pretrain_cost")["value"] == "very_high"
-    assert cell(cells, "lth", "baseline_acc")["paper"] == pytest.approx(91.22)
+    lth = cell(cells, "lth", "baseline_acc")
+    assert lth["value"] == 91.5 and lth["paper"] == pytest.approx(91.22)
+    assert cell(cells, "lth", "baseline_final_acc")["value"] == 91.0
+
+
+def test_the_paper_column_refuses_another_density_or_width(sources):
+    reported = tables.load_reported()
+    assert tables.paper_row(reported, 1, "cifar10", "resnet18", "snip", 100, 0.01, 64)["baseline_acc"] == 90.39
+    assert tables.paper_row(reported, 1, "cifar10", "resnet18", "snip", 100, 0.05, 64) is None
+    assert tables.paper_row(reported, 1, "cifar10", "resnet18", "snip", 100, 0.01, 8) is None
+    assert tables.paper_row(reported, 1, "cifar10", "resnet18", "snip", 500, 0.01, 64) is None
+    cells = tables.assemble("table1", {**CIFAR10, "density": 0.05}, sources, 250, 391, reported)
+    assert cells["paper"].isna().all() and cells["difference"].isna().all()
 
 
 def test_missing_runs_are_shown_as_missing_not_zero(sources):
-    cells = tables.assemble("table1", {"dataset": "cifar10", "paper_table": 1}, sources, 160, 391,
-                            tables.load_reported())
-    for column in ("baseline_acc", "pags_best_acc", "pags_avg_acc"):
+    cells = tables.assemble("table1", CIFAR10, sources, 160, 391, tables.load_reported())
+    for column in tables.COLUMNS[:3] + tables.FINAL_COLUMNS:
         row = cell(cells, "grasp", column)
         assert pd.isna(row["value"]) and row["n"] == 0 and pd.isna(row["difference"])
     markdown = tables.to_markdown(cells, "caption")
@@ -72,7 +100,8 @@ def test_missing_runs_are_shown_as_missing_not_zero(sources):
 
 
 def test_a_table_matching_no_paper_table_shows_only_reproduced_numbers(sources):
-    cells = tables.assemble("table1", {"dataset": "digits", "paper_table": None}, sources, 3, 12, None)
+    cells = tables.assemble("table1", {"dataset": "digits", "density": 0.2, "paper_table": None}, sources, 3, 12,
+                            None)
     assert cells["paper"].isna().all() and cells["difference"].isna().all()
 
 
@@ -84,8 +113,7 @@ def test_cost_labels():
 
 
 def test_latex_is_balanced_and_uses_booktabs(sources):
-    cells = tables.assemble("table1", {"dataset": "cifar10", "paper_table": 1}, sources, 160, 391,
-                            tables.load_reported())
+    cells = tables.assemble("table1", CIFAR10, sources, 160, 391, tables.load_reported())
     latex = tables.to_latex(cells, "Results on CIFAR-10 & more_things 50%", "tab:table1")
     assert latex.count("{") == latex.count("}")
     assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")

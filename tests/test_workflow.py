@@ -4,9 +4,12 @@ smallest config (config/test_workflow.yaml) through every rule, its report, and 
 import json
 import re
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import ROOT, run_snakemake
 
@@ -28,10 +31,11 @@ def test_dry_run_shows_the_paper_grid_without_touching_data():
     counts = job_counts(result.stdout)
     assert counts["pretrain"] == 10  # 2 models x (CIFAR-10 @0/@100 + CIFAR-100 @0/@100/@500)
     assert counts["pai_mask"] == counts["pags_search"] == 24  # 2 models x (3 + 9) cells x 3 methods
-    assert counts["lth_round"] == 4 * 14 and counts["early_bird"] == 4  # 0.8^14 < 0.05
+    # density 0.01 at 20% per round: 0.8^21 < 0.01 < 0.8^20, so 21 rounds (the first dense, with the rewind point)
+    assert counts["lth_dense_round"] == 4 and counts["lth_round"] == 4 * 20 and counts["early_bird"] == 4
     assert counts["itop"] == 2 and counts["table"] == 3 and counts["figure"] == 2
-    # PaI masks, EB/LTH tickets, the 14 LTH rounds' masks of 4 runs, 16 ITOP tickets per figure
-    assert counts["graph_metrics"] == 24 + 8 + 4 * 14 + 2 * 16
+    # PaI masks, EB/LTH tickets, the 21 LTH rounds' masks of 4 runs, 66 ITOP tickets per figure (below)
+    assert counts["graph_metrics"] == 24 + 8 + 4 * 21 + 2 * 66
     assert (ROOT / "results" / "cifar10").exists() == before
 
 
@@ -40,13 +44,15 @@ def test_named_target_table2_plans_only_table2s_jobs():
     # Table 2: CIFAR-100 ResNet18 @0/@100/@500 x SNIP/GraSP/ERK, plus its EB and LTH
     assert counts["pags_search"] == counts["pai_mask"] == 9
     assert counts["table"] == 1 and "figure" not in counts and "itop" not in counts
-    assert counts["pretrain"] == 3 and counts["prepare_data"] == 1 and counts["lth_round"] == 14
+    assert counts["pretrain"] == 3 and counts["prepare_data"] == 1
+    assert counts["lth_dense_round"] == 1 and counts["lth_round"] == 20
 
 
 def test_named_target_fig1_plans_only_figure1s_jobs():
     counts = job_counts(run_snakemake(["fig1", "-n", "--quiet", "rules"]).stdout)
     assert counts["itop"] == 1 and counts["figure"] == 1 and counts["pretrain"] == 1
-    assert counts["sparse_train"] == counts["graph_metrics"] == 16
+    # 250 epochs of ceil(50000 / 128) = 391 steps, an update every 1500: 65 updates, each a snapshot, plus step 0
+    assert counts["sparse_train"] == counts["graph_metrics"] == 66
     assert "pags_search" not in counts and "table" not in counts
 
 
@@ -98,3 +104,47 @@ def test_report_contains_tables_and_figures_with_captions(finished_run, tmp_path
         text = "".join(archive.read(n).decode("utf-8", "ignore") for n in names if n.endswith((".html", ".js")))
     assert any(n.endswith("table1.csv") for n in names) and any(n.endswith(".png") for n in names)
     assert "ITOP snapshot tickets" in text and "in the paper's layout" in text
+
+
+def _readout(baseline, snapshots):
+    """lth_acc_readout.py, written out again here as the independent check."""
+    snapshots = np.array(snapshots, dtype=float)
+    good = snapshots[snapshots >= baseline]
+    pooled = good if len(good) > 1 else snapshots
+    return snapshots.max(), pooled.mean(), (pooled.std(ddof=1) if len(pooled) > 1 else None)
+
+
+def test_seed_weights_carry_the_authors_initialisation(finished_run):
+    for weights in RESULTS.rglob("pretrain/iter0.pt"):
+        payload = torch.load(weights, weights_only=True)
+        assert payload["meta"]["init"] == "authors"
+        batchnorm = [v for k, v in payload["state_dict"].items() if k.endswith("bn1.weight")]
+        assert batchnorm and all(torch.all(v == 0.5) for v in batchnorm)
+
+
+def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(finished_run):
+    for summary_path in RESULTS.rglob("pags/search/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        run = summary_path.parents[2]
+        expected = [f"select{k}.pt" for k in range(1, summary["snapshots"] + 1)] or ["select0.pt"]
+        assert summary["selected_files"] == expected
+        for name in expected:
+            assert (run / "pags" / name.removesuffix(".pt") / "metrics.json").exists()
+    for name in ("table1", "table2"):
+        cells = pd.read_csv(RESULTS / "tables" / f"{name}.csv")
+        pai = cells[cells["pretrain_iters"].notna()]
+        for (block, method), group in pai.groupby(["block", "method"]):
+            by_column = {row["column"]: row for _, row in group.iterrows()}
+            value = {column: float(row["value"]) for column, row in by_column.items() if column != "pretrain_cost"}
+            run = Path(by_column["baseline_acc"]["sources"]).parent.parent
+            baseline = json.loads((run / "pai" / "metrics.json").read_text())
+            snapshots = [json.loads(p.read_text()) for p in sorted((run / "pags").glob("select*/metrics.json"))]
+            best, avg, std = _readout(baseline["best_acc"], [m["best_acc"] for m in snapshots])
+            assert value["baseline_acc"] == pytest.approx(baseline["best_acc"])
+            assert value["pags_best_acc"] == pytest.approx(best)
+            assert value["pags_avg_acc"] == pytest.approx(avg)
+            assert (std is None and pd.isna(by_column["pags_avg_acc"]["spread"])) or \
+                by_column["pags_avg_acc"]["spread"] == pytest.approx(std)
+            final_best, final_avg, _ = _readout(baseline["final_acc"], [m["final_acc"] for m in snapshots])
+            assert value["pags_best_final_acc"] == pytest.approx(final_best)
+            assert value["pags_avg_final_acc"] == pytest.approx(final_avg)

@@ -1,4 +1,4 @@
-"""Train a mask from the weights it was made from; write metrics.json (final-epoch test accuracy and more)."""
+"""Train a mask from the weights it was made from; write metrics.json (final- and best-epoch test accuracy and more)."""
 
 import argparse
 
