@@ -97,6 +97,15 @@ def draw_candidate(model: nn.Module, method: str, density: float, data: DeviceDa
     return make_mask(model, method, density, batches=batches, seed=seed, noise=noise)
 
 
+def control_masks(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig, seed: int,
+                  count: int) -> list[Masks]:
+    """The no-criterion control of a search: its first `count` candidates as whole masks, i.e. draws from the same
+    PaI method with the same fresh randomness, never filtered by the graph metrics. Trained beside the selected
+    snapshots (count = how many were selected), they tell "best of K trainings" apart from "better masks"."""
+    return [draw_candidate(model, method, density, data, cfg, candidate_seed(seed, index))
+            for index in range(1, count + 1)]
+
+
 def measure(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], names) -> dict[str, dict]:
     """The search's metrics of the named layers, all eigenproblems solved in one batch."""
     records = graph.measure_layers({name: (params[name].detach(), masks[name]) for name in names})

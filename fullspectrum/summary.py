@@ -23,12 +23,33 @@ def artefacts(config: dict, report: str) -> list[tuple[str, Path]]:
 
 
 def headline(csv: Path) -> str:
-    """Mean baseline vs mean PAGS/PEGS-best accuracy over a table's PaI rows."""
+    """Mean baseline vs mean PAGS/PEGS-best accuracy over a table's PaI rows (best-epoch, the authors' readout)."""
     cells = pd.read_csv(csv)
     pai = cells[cells["pretrain_iters"].notna()]
     base = pai[pai["column"] == "baseline_acc"]["value"].astype(float).mean()
     best = pai[pai["column"] == "pags_best_acc"]["value"].astype(float).mean()
-    return f"baseline {base:.1f}% -> PAGS/PEGS best {best:.1f}% (mean over rows)"
+    return f"baseline {base:.1f}% -> PAGS/PEGS best {best:.1f}% (best-epoch, mean over rows)"
+
+
+def verdict(csv: Path) -> str:
+    """One line: did PAGS/PEGS best beat the baseline and the control, cell by cell, with the 95% intervals."""
+    cells = pd.read_csv(csv)
+    pai = cells[cells["pretrain_iters"].notna()]
+    parts = []
+    for column, against in (("best_minus_baseline", "baseline"), ("best_minus_control", "control best")):
+        rows = pai[pai["column"] == column]
+        if rows.empty:
+            continue
+        values = rows["value"].astype(float)
+        text = f"best − {against} {values.mean():+.2f} points on average, > 0 in {int((values > 0).sum())}/{len(rows)}"
+        if rows["low"].notna().any():
+            above, below = int((rows["low"] > 0).sum()), int((rows["high"] < 0).sum())
+            text += (f"; 95% interval above 0 in {above}, below 0 in {below} "
+                     f"(t over {int(rows['n'].max())} seeds)")
+        else:
+            text += " (n = 1 seed: no intervals)"
+        parts.append(text)
+    return " | ".join(parts)
 
 
 def main() -> None:
@@ -48,7 +69,12 @@ def main() -> None:
         if path.suffix == ".md" and path.exists():
             for side in (".csv", ".tex"):
                 print(f"  {'':14s}{path.with_suffix(side)}")
-    print(f"  logs: {config['results']}/logs/ ; provenance: beside each result (metrics.json, *.pt meta)\n")
+    print(f"  logs: {config['results']}/logs/ ; provenance: beside each result (metrics.json, *.pt meta)")
+    print("\n=== did the graph criterion help? (PAGS/PEGS best, per cell; tables hold each interval) ===")
+    for name in config.get("tables", {}):
+        csv = Path(config["results"]) / "tables" / f"{name}.csv"
+        print(f"  {name}: {verdict(csv) if csv.exists() else 'MISSING'}")
+    print()
 
 
 if __name__ == "__main__":

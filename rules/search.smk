@@ -1,6 +1,7 @@
 # pags_search: the full-spectrum mask search (PAGS @0, PEGS @N) from a grid cell's PaI baseline mask. How many
 # distinct snapshots it selects is known only after it ran, so it is a checkpoint; `selected_mask` then gives
-# each selection its own mask directory, which sparse_train and graph_metrics handle like any other mask.
+# each selection (select{k}) and, with `search.control`, each no-criterion control mask (control{k}) its own mask
+# directory, which sparse_train and graph_metrics handle like any other mask.
 
 
 checkpoint pags_search:
@@ -13,6 +14,7 @@ checkpoint pags_search:
     priority: 10  # resolve the checkpoints early, so the selections' trainings spread over the whole run
     params:
         search=lambda wildcards: as_json(wf.search_settings(config, run_of(wildcards))),
+        control=lambda wildcards: "--control" if wf.resolved_search(config, run_of(wildcards))["control"] else "",
         device=DEVICE,
     resources:
         gpu=GPU,
@@ -25,7 +27,7 @@ checkpoint pags_search:
         "../envs/torch.yaml"
     shell:
         "python workflow_scripts/pags_search.py --weights {input.weights} --baseline {input.baseline} "
-        "--data {input.data} --search '{params.search}' "
+        "--data {input.data} --search '{params.search}' {params.control} "
         "--device {params.device} --out {output} > {log} 2>&1"
 
 
@@ -33,13 +35,16 @@ rule selected_mask:
     input:
         f"{RUN_DIR}/pags/search",
     output:
-        f"{RUN_DIR}/pags/select{{snapshot}}/mask.pt",
+        f"{RUN_DIR}/pags/{{kind}}{{snapshot}}/mask.pt",
+    wildcard_constraints:
+        kind="select|control",
+        snapshot=r"\d+",
     log:
-        log_path("selected_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}/select{snapshot}"),
+        log_path("selected_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}/{kind}{snapshot}"),
     conda:
         "../envs/torch.yaml"
     shell:
-        "cp {input}/select{wildcards.snapshot}.pt {output} 2> {log}"
+        "cp {input}/{wildcards.kind}{wildcards.snapshot}.pt {output} 2> {log}"
 
 
 rule pags_results:

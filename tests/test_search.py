@@ -114,3 +114,14 @@ def test_search_killed_by_sigterm_resumes_to_the_same_result(model, digits, tmp_
     assert [s.index for s in resumed.selected] == [s.index for s in uninterrupted.selected]
     assert all(same_masks(x.load(), y.load()) for x, y in zip(resumed.selected, uninterrupted.selected))
     assert resumed.log == uninterrupted.log
+
+
+def test_the_control_is_the_first_candidates_drawn_without_the_criterion(model, digits):
+    result = search.pags(model, "snip", 0.1, digits, CFG, seed=6, scoring_batches=2, progress=False)
+    controls = search.control_masks(model, "snip", 0.1, digits, CFG, 6, len(result.selected))
+    assert len(controls) == len(result.selected) >= 1
+    for index, control in enumerate(controls, start=1):
+        seed = search.candidate_seed(6, index)
+        batches = digits.random_batches(CFG.batches, CFG.batch_size, seed=seed, augment=True)
+        assert same_masks(control, pruning.make_mask(model, "snip", 0.1, batches=batches, seed=seed))
+        assert not any(same_masks(control, snapshot.load()) for snapshot in result.selected)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from fullspectrum.analysis import tables
 
@@ -20,14 +21,16 @@ def sources(tmp_path):
     def trained(name, best, final):
         return write(tmp_path / name / "metrics.json", {"final_acc": final, "best_acc": best, "density": 0.01})
 
-    def searched(name, accs):
+    def searched(name, accs, control=()):
+        as_masks = lambda pairs: [{"best_acc": b, "final_acc": f, "density": 0.0102} for b, f in pairs]  # noqa
         return write(tmp_path / name / "results.json",
-                     {"masks": [{"best_acc": b, "final_acc": f} for b, f in accs], "accuracy": {}})
+                     {"masks": as_masks(accs), "control": as_masks(control), "accuracy": {}})
 
     return [
         {"model": "resnet18", "iters": 100, "method": "snip", "kind": "pai", "seeds": [0, 1],
          "baseline": [trained("b0", 90.0, 89.0), trained("b1", 92.0, 91.0)],
-         "search": [searched("s0", [(91.0, 90.0), (93.0, 88.0), (89.5, 88.5)]), searched("s1", [(91.0, 90.5)])],
+         "search": [searched("s0", [(91.0, 90.0), (93.0, 88.0), (89.5, 88.5)], [(90.5, 89.0), (88.0, 87.0)]),
+                    searched("s1", [(91.0, 90.5)], [(92.5, 90.0)])],
          "cost": []},
         {"model": "resnet18", "iters": 100, "method": "grasp", "kind": "pai", "seeds": [0],
          "baseline": [str(tmp_path / "missing" / "metrics.json")], "search": [str(tmp_path / "nope.json")],
@@ -71,6 +74,22 @@ def test_hand_checked_cells_and_paper_column(sources):
     # one seed: the avg's spread is the authors' std over the pooled snapshots ([91, 85]: only 91 >= 90)
     erk_avg = cell(cells, "erk", "pags_avg_acc")
     assert erk_avg["value"] == pytest.approx(88.0) and erk_avg["spread"] == pytest.approx(np.std([91, 85], ddof=1))
+    # the control read out the same way: seed 0 [90.5, 88] (only 90.5 >= 90: all pooled), seed 1 [92.5]
+    assert cell(cells, "snip", "control_best_acc")["value"] == pytest.approx((90.5 + 92.5) / 2)
+    assert cell(cells, "snip", "control_avg_acc")["value"] == pytest.approx(((90.5 + 88.0) / 2 + 92.5) / 2)
+    # paired over seeds: best - baseline = [93 - 90, 91 - 92]; best - control best = [93 - 90.5, 91 - 92.5]
+    for column, diffs in (("best_minus_baseline", [3.0, -1.0]), ("best_minus_control", [2.5, -1.5])):
+        diff = cell(cells, "snip", column)
+        low, high = scipy_stats.t.interval(0.95, 1, loc=np.mean(diffs), scale=scipy_stats.sem(diffs))
+        assert diff["value"] == pytest.approx(np.mean(diffs)) and diff["n"] == 2 and diff["positive"] == 1
+        assert (diff["low"], diff["high"]) == (pytest.approx(low), pytest.approx(high)) and pd.isna(diff["flag"])
+    # one seed: no interval, "n = 1"
+    erk_diff = cell(cells, "erk", "best_minus_baseline")
+    assert erk_diff["value"] == 1.0 and pd.isna(erk_diff["low"])
+    assert "+1.00 (n = 1)" in tables.to_markdown(cells, "c")
+    # 2% more weights than the baseline: marked
+    assert cell(cells, "snip", "pags_density")["flag"] == "†"
+    assert cell(cells, "snip", "baseline_density")["value"] == pytest.approx(0.01)
     # 100 iterations of 391 per epoch are 0.26 epochs of 250: "low"; LTH spent several full runs: "very high"
     assert cell(cells, "snip", "pretrain_cost")["value"] == "low"
     assert cell(cells, "lth", "pretrain_cost")["value"] == "very_high"

@@ -18,6 +18,8 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--search", type=cli.json_arg, required=True,
                         help="search settings as JSON (fullspectrum.search.SearchConfig's fields)")
+    parser.add_argument("--control", action="store_true",
+                        help="also write the no-criterion control: the first K candidates, K = masks selected")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args()
@@ -29,8 +31,9 @@ def main() -> None:
     cfg = search.SearchConfig(**args.search)
     out = Path(args.out)
     workdir = out.parent / f".{out.name}_work"  # outside the output directory, which Snakemake clears
-    result = search.pags(model, base_meta["method"], base_meta["target_density"], data.DeviceData(args.data, device),
-                         cfg, base_meta["seed"], baseline=baseline, workdir=workdir)
+    dataset = data.DeviceData(args.data, device)
+    result = search.pags(model, base_meta["method"], base_meta["target_density"], dataset, cfg, base_meta["seed"],
+                         baseline=baseline, workdir=workdir)
     algorithm = "PAGS" if weights_meta["iters"] == 0 else "PEGS"
     for snapshot in result.selected:
         snapshot_masks = snapshot.load()
@@ -40,11 +43,22 @@ def main() -> None:
             pretrain_iters=weights_meta["iters"], search=algorithm, snapshot=snapshot.index,
             after_candidates=snapshot.after_candidates, baseline_mask=args.baseline)
         masks.save_mask_file(out / f"select{snapshot.index}.pt", snapshot_masks, meta)
+    control_files = []
+    if args.control:
+        drawn = search.control_masks(model, base_meta["method"], base_meta["target_density"], dataset, cfg,
+                                     base_meta["seed"], len(result.selected))
+        for index, control in enumerate(drawn, start=1):
+            meta = masks.build_meta(
+                control, method=base_meta["method"], target_density=base_meta["target_density"],
+                seed=base_meta["seed"], model=base_meta["model"], dataset=base_meta["dataset"], source=args.weights,
+                pretrain_iters=weights_meta["iters"], control=True, candidate=index, baseline_mask=args.baseline)
+            masks.save_mask_file(out / f"control{index}.pt", control, meta)
+            control_files.append(f"control{index}.pt")
     io.write_csv(pd.DataFrame(result.log, columns=["candidate", "seed", "layer", *search.LOGGED_KEYS, "accepted"]),
                  out / "candidates.csv")
     summary = {**result.summary, "algorithm": algorithm, "method": base_meta["method"],
                "target_density": base_meta["target_density"], "weights": args.weights, "baseline": args.baseline,
-               "selected_files": [f"select{s.index}.pt" for s in result.selected],
+               "selected_files": [f"select{s.index}.pt" for s in result.selected], "control_files": control_files,
                "provenance": provenance(config=args.search, device=train.describe_device(device),
                                         wall_seconds=time.perf_counter() - started)}
     io.write_json(summary, out / "summary.json")

@@ -38,9 +38,21 @@ def accuracy_summary(accuracies: Iterable[float]) -> dict:
 
 
 def collect_mask_results(mask_dirs: Iterable[str | Path]) -> dict:
-    masks = [mask_result(d) for d in mask_dirs]
-    return {"masks": masks, "accuracy": {"best_epoch": accuracy_summary(m["best_acc"] for m in masks),
-                                         "final_epoch": accuracy_summary(m["final_acc"] for m in masks)}}
+    """A search's trained masks: the selected snapshots (`masks`) and the no-criterion control (`control`,
+    directories named control{k}), each in candidate order."""
+    dirs = sorted(mask_dirs, key=_mask_order)
+    masks = [mask_result(d) for d in dirs if not Path(d).name.startswith("control")]
+    control = [mask_result(d) for d in dirs if Path(d).name.startswith("control")]
+    return {"masks": masks, "control": control,
+            "accuracy": {"best_epoch": accuracy_summary(m["best_acc"] for m in masks),
+                         "final_epoch": accuracy_summary(m["final_acc"] for m in masks)}}
+
+
+def _mask_order(mask_dir: str | Path) -> tuple[str, int]:
+    """select2 before select10: by kind, then by number."""
+    name = Path(mask_dir).name
+    digits = name.lstrip("abcdefghijklmnopqrstuvwxyz")
+    return name[: len(name) - len(digits)], int(digits) if digits.isdigit() else -1
 
 
 def _clean(value) -> float | None:

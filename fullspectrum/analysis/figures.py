@@ -17,7 +17,12 @@ weighs 0; if none is defined the four weigh 1/4 each (and the output says so).
 
 Correlations: Pearson's rho and its two-sided p-value (`scipy.stats.pearsonr`) of accuracy with topology,
 weights and the full-spectrum distance (and, for completeness, with delta_r and lambda_gap), over the tickets
-with both values. Fewer than two such tickets, or a constant column, give rho = NaN, reported on the panel.
+with both values, each with a 95% percentile-bootstrap interval over tickets (`stats.rho_interval`). Fewer than
+two such tickets, or a constant column, give rho = NaN, reported on the panel.
+
+The full-spectrum weights are fitted on the same tickets the distance is then correlated with, so that rho is
+optimistic by construction. The out-of-sample distance (`full_spectrum_distance_oos`) gives each ticket the
+distance under weights fitted on the other tickets (leave-one-out); its rho is shown beside the in-sample one.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import numpy as np
 import pandas as pd
 
 from ..io import InputFileError, atomic_path, read_csv, read_json, write_csv, write_json
+from .stats import rho_interval
 
 # The four metrics in the authors' order: topology (iterative mean, full graph), weights (iterative mean, full).
 WEIGHTED_METRICS = ("delta_r_imdb", "delta_r", "lambda_imdb", "lambda_gap")
 DISTANCE = "full_spectrum_distance"
+DISTANCE_OOS = "full_spectrum_distance_oos"
 ACCURACY = "accuracy"
 # The three panels: column, axis label, short name.
 PANELS = (
@@ -80,6 +87,19 @@ def rho_weights(layer_means: pd.DataFrame, accuracy: Sequence[float]) -> dict:
         return {"weights": {m: 1.0 / len(WEIGHTED_METRICS) for m in WEIGHTED_METRICS}, "abs_rho": magnitudes,
                 "fallback": True}
     return {"weights": {m: v / total for m, v in magnitudes.items()}, "abs_rho": magnitudes, "fallback": False}
+
+
+def out_of_sample_distance(layer_means: pd.DataFrame, accuracy: Sequence[float],
+                           layer_values: np.ndarray) -> np.ndarray:
+    """Leave-one-out: each ticket's full-spectrum distance under |rho| weights fitted on all the other tickets."""
+    accuracy = np.asarray(accuracy, dtype=float)
+    distances = np.empty(len(accuracy))
+    for ticket in range(len(accuracy)):
+        rest = np.arange(len(accuracy)) != ticket
+        weights = rho_weights(layer_means[rest].reset_index(drop=True), accuracy[rest])["weights"]
+        distances[ticket] = full_spectrum_distance(layer_values[ticket:ticket + 1],
+                                                   [weights[m] for m in WEIGHTED_METRICS])[0]
+    return distances
 
 
 def full_spectrum_distance(layer_values: np.ndarray, weights: Sequence[float]) -> np.ndarray:
@@ -140,22 +160,28 @@ def ticket_table(mask_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, dict]:
     values = np.stack([layers[list(WEIGHTED_METRICS)].to_numpy(dtype=float) for layers in layer_frames])
     weighting = rho_weights(table, table[ACCURACY])
     table[DISTANCE] = full_spectrum_distance(values, [weighting["weights"][m] for m in WEIGHTED_METRICS])
+    table[DISTANCE_OOS] = out_of_sample_distance(table, table[ACCURACY], values)
     order = np.lexsort((table["ticket"].to_numpy(), pd.to_numeric(table["step"]).fillna(-1).to_numpy()))
     table = table.iloc[order].reset_index(drop=True)
     columns = ["ticket", "snapshot", "step", "exploration", "density", ACCURACY, "delta_r_imdb", "lambda_imdb",
-               "delta_r", "lambda_gap", DISTANCE]
+               "delta_r", "lambda_gap", DISTANCE, DISTANCE_OOS]
     return table[columns], weighting
 
 
 def correlations(table: pd.DataFrame, weighting: Mapping | None = None) -> pd.DataFrame:
-    """Pearson's rho and p of accuracy with each panel's metric (and delta_r, lambda_gap)."""
+    """Pearson's rho, p and 95% bootstrap interval of accuracy with each panel's metric (and delta_r, lambda_gap,
+    and the out-of-sample full-spectrum distance)."""
     records = []
-    for column, _, name in PANELS + (("delta_r", "", "delta_r"), ("lambda_gap", "", "lambda_gap")):
+    extra = (("delta_r", "", "delta_r"), ("lambda_gap", "", "lambda_gap"),
+             (DISTANCE_OOS, "", "full_spectrum_out_of_sample"))
+    for column, _, name in PANELS + extra:
         record = {"panel": name, "metric": column, **pearson(table[column], table[ACCURACY])}
+        record["rho_low"], record["rho_high"] = rho_interval(table[column], table[ACCURACY])
         if weighting is not None and column in weighting["weights"]:
             record["distance_weight"] = weighting["weights"][column]
         records.append(record)
-    return pd.DataFrame(records, columns=["panel", "metric", "rho", "p", "n", "note", "distance_weight"])
+    return pd.DataFrame(records, columns=["panel", "metric", "rho", "rho_low", "rho_high", "p", "n", "note",
+                                          "distance_weight"])
 
 
 # ----------------------------------------------------------------------------------------------- the figure
@@ -166,7 +192,8 @@ def _panel_text(record: Mapping) -> str:
         return f"$\\rho$ = n/a ({record['note'].removeprefix('undefined: ')})"
     p = record["p"]
     p_text = f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
-    return f"$\\rho$ = {record['rho']:.3f}, p = {p_text}  (n = {record['n']})"
+    return (f"$\\rho$ = {record['rho']:.3f} [{record['rho_low']:.2f}, {record['rho_high']:.2f}], p = {p_text}  "
+            f"(n = {record['n']})")
 
 
 def plot_figure(table: pd.DataFrame, corr: pd.DataFrame, title: str = ""):
@@ -199,13 +226,31 @@ def plot_figure(table: pd.DataFrame, corr: pd.DataFrame, title: str = ""):
             line_x = np.linspace(x[keep].min(), x[keep].max(), 50)
             ax.plot(line_x, slope * line_x + intercept, color="0.25", linewidth=1.3, linestyle="--", zorder=2)
         ax.set_xlabel(label)
-        ax.set_title(_panel_text(record), fontsize=10.5)  # above the panel: never hides a point
+        text = _panel_text(record)
+        if column == DISTANCE:  # the weights were fitted on these tickets: show the leave-one-out rho too
+            text += "\nout of sample: " + _panel_text(records.loc[DISTANCE_OOS])
+        ax.set_title(text, fontsize=9.5)  # above the panel: never hides a point
     axes[0].set_ylabel("Test accuracy (%)")
     colorbar = fig.colorbar(scatter, ax=list(axes), pad=0.01, aspect=30)
     colorbar.set_label("Snapshot time (ITOP iteration)")
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _in_and_out_of_sample(corr: pd.DataFrame) -> dict:
+    """The full-spectrum panel's rho fitted in sample and out of sample, each with its bootstrap interval."""
+    records = corr.set_index("metric")
+    out = {}
+    for key, column in (("in_sample", DISTANCE), ("out_of_sample", DISTANCE_OOS)):
+        record = records.loc[column]
+        out[f"rho_{key}"] = _finite_or_none(record["rho"])
+        out[f"interval_{key}"] = [_finite_or_none(record["rho_low"]), _finite_or_none(record["rho_high"])]
+    return out
+
+
+def _finite_or_none(value) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def make_figure(mask_dirs: Sequence[str | Path], *, png: str | Path, pdf: str | Path, data_csv: str | Path,
@@ -229,6 +274,7 @@ def make_figure(mask_dirs: Sequence[str | Path], *, png: str | Path, pdf: str | 
         "correlations": json.loads(corr.to_json(orient="records")),
         "distance_weights": weighting["weights"], "abs_rho": weighting["abs_rho"],
         "equal_weights_fallback": weighting["fallback"],
+        "full_spectrum": _in_and_out_of_sample(corr),
         "metric_order": list(WEIGHTED_METRICS),
         "definition": "per layer ||(w_i * m_i)_i||_2 over the four metrics (missing = 0), mean over layers; "
                       "w_i = |rho(layer-mean m_i, accuracy)| / sum_j |rho_j|",

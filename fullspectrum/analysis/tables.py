@@ -20,16 +20,24 @@ import pandas as pd
 
 from ..io import read_csv, read_json
 from .readout import authors_readout
+from .stats import paired_difference
 
 METHOD_LABELS = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "erk": "ERK", "random": "Random",
                  "magnitude": "Magnitude", "eb": "EB", "lth": "LTH"}
 MODEL_LABELS = {"resnet18": "ResNet18", "resnet34": "ResNet34"}
-# Best-epoch columns (the authors' readout, compared with the paper), then the same readout of final epochs.
+# Best-epoch columns (the authors' readout, compared with the paper); the no-criterion control; the paired
+# differences over seeds; achieved densities; then the same readout of final epochs.
 PAPER_COLUMNS_SHOWN = ("baseline_acc", "pags_best_acc", "pags_avg_acc", "pretrain_cost")
+CONTROL_COLUMNS = ("control_best_acc", "control_avg_acc")
+DIFFERENCE_COLUMNS = ("best_minus_baseline", "best_minus_control")
+DENSITY_COLUMNS = ("baseline_density", "pags_density")
 FINAL_COLUMNS = ("baseline_final_acc", "pags_best_final_acc", "pags_avg_final_acc")
-COLUMNS = PAPER_COLUMNS_SHOWN + FINAL_COLUMNS
+COLUMNS = PAPER_COLUMNS_SHOWN + CONTROL_COLUMNS + DIFFERENCE_COLUMNS + DENSITY_COLUMNS + FINAL_COLUMNS
 COLUMN_LABELS = {"baseline_acc": "Baseline acc. %", "pags_best_acc": "PAGS/PEGS best %",
                  "pags_avg_acc": "PAGS/PEGS avg. %", "pretrain_cost": "Pre-training cost",
+                 "control_best_acc": "Control best %", "control_avg_acc": "Control avg. %",
+                 "best_minus_baseline": "Best − baseline", "best_minus_control": "Best − control best",
+                 "baseline_density": "Baseline density", "pags_density": "PAGS/PEGS density",
                  "baseline_final_acc": "Baseline final %", "pags_best_final_acc": "PAGS/PEGS best final %",
                  "pags_avg_final_acc": "PAGS/PEGS avg. final %"}
 # Pre-training compute as a fraction of one full sparse training run -> the paper's cost labels.
@@ -37,6 +45,7 @@ COST_LEVELS = ((0.0, "none"), (0.1, "low"), (1.0, "high"), (math.inf, "very_high
 PAPER_COLUMNS = ("table", "dataset", "model", "pretrain_iters", "density", "method", "baseline_acc", "pags_best_acc",
                  "pags_avg_acc", "pags_std_acc", "pretrain_cost")
 PAPER_WIDTH = 64  # the paper's ResNets: 64 stem channels
+DENSER = 0.01  # a selection keeping more than 1% more weights than its baseline is marked (†)
 
 
 def load_reported() -> pd.DataFrame:
@@ -81,39 +90,72 @@ def _pooled(values: list[float | None], single_spread: float | None = None) -> t
     return statistics.fmean(values), statistics.stdev(values)
 
 
+def _cell(values: list, files: list[str], n: int | None = None, single_spread: float | None = None, **extra) -> dict:
+    value, spread = _pooled(values, single_spread)
+    return {"value": value, "spread": spread, "n": len([v for v in values if v is not None]) if n is None else n,
+            "files": files, **extra}
+
+
 def _seed_readouts(row: Mapping) -> list[dict]:
-    """Per seed with both files present: the baseline's and the search's accuracies, read out both ways."""
+    """Per seed with both files present: the baseline, the selected snapshots and the control, read out both ways
+    (best-epoch and final-epoch accuracy), and their achieved densities."""
     out = []
     for baseline_path, search_path in zip(row["baseline"], row["search"]):
         if not (_exists(baseline_path) and _exists(search_path)):
             continue
         baseline = _accuracies(baseline_path)
-        snapshots = read_json(search_path, what="search results")["masks"]
-        out.append({"baseline": baseline,
-                    "best": authors_readout(baseline["best_acc"], [m["best_acc"] for m in snapshots]),
-                    "final": authors_readout(baseline["final_acc"], [m["final_acc"] for m in snapshots])})
+        results = read_json(search_path, what="search results")
+        selected, control = results["masks"], results.get("control", [])
+        seed = {"baseline": baseline, "has_control": bool(control),
+                "pags_density": statistics.fmean(m["density"] for m in selected) if selected else None}
+        for kind, key in (("best", "best_acc"), ("final", "final_acc")):
+            seed[kind] = authors_readout(baseline[key], [m[key] for m in selected])
+            seed[f"control_{kind}"] = authors_readout(baseline[key], [m[key] for m in control])
+        out.append(seed)
     return out
+
+
+def _difference_cell(a: list, b: list, files: list[str]) -> dict:
+    diff = paired_difference(a, b)
+    return {"value": diff["mean"], "spread": None, "n": diff["n"], "files": files, "low": diff["low"],
+            "high": diff["high"], "positive": diff["positive"], "flag": "*" if diff["excludes_zero"] else None}
 
 
 def _pai_values(row: Mapping) -> dict:
     seeds = _seed_readouts(row)
+    files = row["search"]
     values = {}
     for suffix, kind in (("", "best"), ("_final", "final")):
         base_key = "best_acc" if kind == "best" else "final_acc"
-        values[f"baseline{suffix}_acc"] = (*_pooled([s["baseline"][base_key] for s in seeds]), len(seeds),
-                                           row["baseline"])
+        values[f"baseline{suffix}_acc"] = _cell([s["baseline"][base_key] for s in seeds], row["baseline"])
         readouts = [s[kind] for s in seeds]
-        values[f"pags_best{suffix}_acc"] = (*_pooled([r["best"] for r in readouts]), len(seeds), row["search"])
-        single_std = readouts[0]["std"] if len(readouts) == 1 else None
-        values[f"pags_avg{suffix}_acc"] = (*_pooled([r["avg"] for r in readouts], single_std),
-                                           sum(r["n_avg"] for r in readouts), row["search"])
+        values[f"pags_best{suffix}_acc"] = _cell([r["best"] for r in readouts], files)
+        values[f"pags_avg{suffix}_acc"] = _cell([r["avg"] for r in readouts], files, sum(r["n_avg"] for r in readouts),
+                                                readouts[0]["std"] if len(readouts) == 1 else None)
+    with_control = [s for s in seeds if s["has_control"]]
+    if with_control:
+        controls = [s["control_best"] for s in with_control]
+        values["control_best_acc"] = _cell([c["best"] for c in controls], files)
+        values["control_avg_acc"] = _cell([c["avg"] for c in controls], files, sum(c["n_avg"] for c in controls),
+                                          controls[0]["std"] if len(controls) == 1 else None)
+    values["best_minus_baseline"] = _difference_cell([s["best"]["best"] for s in seeds],
+                                                     [s["baseline"]["best_acc"] for s in seeds], files)
+    if with_control:
+        values["best_minus_control"] = _difference_cell([s["best"]["best"] for s in with_control],
+                                                        [s["control_best"]["best"] for s in with_control], files)
+    baseline_density = [s["baseline"]["density"] for s in seeds]
+    pags_density = [s["pags_density"] for s in seeds]
+    values["baseline_density"] = _cell(baseline_density, row["baseline"])
+    denser = [p / b - 1 > DENSER for p, b in zip(pags_density, baseline_density) if p is not None and b]
+    values["pags_density"] = _cell(pags_density, files, flag="†" if any(denser) else None)
     return values
 
 
 def _baseline_values(row: Mapping) -> dict:
     trained = [_accuracies(path) for path in row["baseline"] if _exists(path)]
-    return {"baseline_acc": (*_pooled([t["best_acc"] for t in trained]), len(trained), row["baseline"]),
-            "baseline_final_acc": (*_pooled([t["final_acc"] for t in trained]), len(trained), row["baseline"])}
+    return {"baseline_acc": _cell([t["best_acc"] for t in trained], row["baseline"]),
+            "baseline_final_acc": _cell([t["final_acc"] for t in trained], row["baseline"]),
+            "baseline_density": _cell([t["density"] for t in trained], row["baseline"])}
 
 
 def assemble(name: str, table_cfg: Mapping, sources: list[dict], train_epochs: int, steps_per_epoch: float,
@@ -131,28 +173,30 @@ def assemble(name: str, table_cfg: Mapping, sources: list[dict], train_epochs: i
             costs = [read_json(path, what="cost record") for path in row["cost"] if _exists(path)]
             pretrain_epochs = max((c["pretrain_epochs"] for c in costs), default=None)
         label = None if pretrain_epochs is None else cost_label(pretrain_epochs, train_epochs)
-        values["pretrain_cost"] = (label, None, len(row["seeds"]), row["cost"])
+        values["pretrain_cost"] = {"value": label, "spread": None, "n": len(row["seeds"]), "files": row["cost"]}
         paper = paper_row(reported, table_cfg.get("paper_table"), table_cfg["dataset"], model, method, iters,
                           table_cfg["density"], width)
-        for column, (value, spread, n, files) in values.items():
+        for column, cell in values.items():
             paper_value = None if paper is None else paper.get(column)
             paper_spread = paper.get("pags_std_acc") if paper is not None and column == "pags_avg_acc" else None
             cells.append({
                 "table": name, "block": block, "model": model, "pretrain_iters": iters, "method": method,
-                "column": column, "value": value, "spread": spread, "n": n,
+                "column": column, "value": cell["value"], "spread": cell["spread"], "n": cell["n"],
+                "low": cell.get("low"), "high": cell.get("high"), "positive": cell.get("positive"),
+                "flag": cell.get("flag"),
                 "pretrain_epochs": pretrain_epochs if column == "pretrain_cost" else None,
                 "paper": _none_if_nan(paper_value), "paper_spread": _none_if_nan(paper_spread),
-                "difference": _difference(value, paper_value), "sources": ";".join(files),
+                "difference": _difference(cell["value"], paper_value), "sources": ";".join(cell["files"]),
             })
     return pd.DataFrame(cells)
 
 
 def _accuracies(path: str) -> dict:
     metrics = read_json(path, what="training metrics")
-    for key in ("final_acc", "best_acc"):
+    for key in ("final_acc", "best_acc", "density"):
         if key not in metrics:
             raise ValueError(f"training metrics {path} lacks {key!r}; delete it and rerun")
-    return {"final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"]}
+    return {"final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"], "density": metrics["density"]}
 
 
 def _exists(path: str) -> bool:
@@ -181,26 +225,50 @@ def _fmt(value, spread=None) -> str:
     return text if _none_if_nan(spread) is None else f"{text} ± {spread:.2f}"
 
 
+def _format_cell(column: str, cell: Mapping) -> str:
+    if column in DIFFERENCE_COLUMNS:
+        return _fmt_difference(cell)
+    if column in DENSITY_COLUMNS:
+        value = _none_if_nan(cell["value"])
+        return "–" if value is None else f"{value:.4f}" + (cell.get("flag") or "")
+    with_spread = column.startswith(("pags_avg", "control_avg")) or cell["n"] > 1
+    return _fmt(cell["value"], cell["spread"] if with_spread else None)
+
+
+def _fmt_difference(cell: Mapping) -> str:
+    """'+0.52 [-0.31, 1.35], 2/3 > 0 *' (95% t interval over seeds; * = it excludes 0), or '+0.52 (n = 1)'."""
+    value = _none_if_nan(cell["value"])
+    if value is None:
+        return "–"
+    n = int(cell["n"])
+    if _none_if_nan(cell.get("low")) is None:
+        return f"{value:+.2f} (n = {n})"
+    return (f"{value:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}], {int(cell['positive'])}/{n} > 0"
+            + (" *" if cell.get("flag") == "*" else ""))
+
+
 def _display(cells: pd.DataFrame) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """Header and rows (grouped by block) shared by the Markdown and LaTeX renderings."""
-    widths = {column: 3 for column in PAPER_COLUMNS_SHOWN} | {"pretrain_cost": 2} | dict.fromkeys(FINAL_COLUMNS, 1)
+    """Header and rows (grouped by block) shared by the Markdown and LaTeX renderings; columns nobody filled
+    (e.g. the control when it is off) are left out."""
+    present = set(cells["column"])
+    columns = [c for c in COLUMNS if c in present]
+    widths = {column: 3 for column in PAPER_COLUMNS_SHOWN} | {"pretrain_cost": 2}
     header = ["Method"]
-    for column in COLUMNS:
-        header += [COLUMN_LABELS[column], "paper", "Δ"][:widths[column]]
+    for column in columns:
+        header += [COLUMN_LABELS[column], "paper", "Δ"][:widths.get(column, 1)]
     blocks: dict[str, list[list[str]]] = {}
     for (block, method), group in cells.groupby(["block", "method"], sort=False):
         by_column = {r["column"]: r for r in group.to_dict("records")}
         line = [METHOD_LABELS.get(method, method)]
-        for column in COLUMNS:
-            cell = by_column.get(column)
+        for column in columns:
+            cell, width = by_column.get(column), widths.get(column, 1)
             if cell is None:  # EB and LTH have no search columns
-                line += ["–"] * widths[column]
+                line += ["–"] * width
                 continue
-            with_spread = column.startswith("pags_avg") or cell["n"] > 1
-            line.append(_fmt(cell["value"], cell["spread"] if with_spread else None))
-            if widths[column] > 1:
+            line.append(_format_cell(column, cell))
+            if width > 1:
                 line.append(_fmt(cell["paper"], cell["paper_spread"] if column == "pags_avg_acc" else None))
-            if widths[column] > 2:
+            if width > 2:
                 difference = _none_if_nan(cell["difference"])
                 line.append("–" if difference is None else f"{difference:+.2f}")
         blocks.setdefault(block, []).append(line)
@@ -216,7 +284,8 @@ def to_markdown(cells: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--"}
+LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--",
+                 "−": "$-$", "†": r"$^\dagger$", ">": "$>$"}
 
 
 def _latex(text: str) -> str:
