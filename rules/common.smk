@@ -11,8 +11,10 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 from fullspectrum import workflow as wf  # noqa: E402
+from fullspectrum.code_version import code_hash  # noqa: E402
 
-# Workflow scripts import the package from this checkout, locally, in conda envs and on cluster nodes alike.
+# The rules run `python -m workflow_scripts.<step>` and the steps import the package, both from this checkout
+# (locally, in conda envs, on cluster nodes, from any working directory).
 wf.export_package_path(workflow.basedir)
 
 try:
@@ -40,6 +42,17 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
+def code(script):
+    """A params entry: the hash of a step's script and the package code it imports, so editing that code re-runs
+    the step and what depends on it (README: Reruns after code changes)."""
+    return code_hash(os.path.join(workflow.basedir, "workflow_scripts", f"{script}.py"), workflow.basedir)
+
+
+def benchmark_path(rule_name, *parts):
+    """Snakemake's benchmark record (wall time, memory, CPU) of a GPU job."""
+    return os.path.join(RESULTS, "benchmarks", rule_name, *parts) + ".tsv"
+
+
 def train_minutes(model, epochs):
     return int(config["resources"]["minutes_per_epoch"].get(model, 1.0) * epochs) + 10
 
@@ -48,6 +61,7 @@ GPU = config["resources"]["gpu"]
 CPUS = config["resources"]["cpus_per_gpu"]
 MEM_MB = config["resources"]["mem_mb"]
 DEVICE = config["device"]
+THREADS = CPUS  # CPU threads of a GPU job (torch.set_num_threads); SLURM allocates them with --cpus-per-gpu
 
 def mask_results(mask_dirs):
     """What every mask directory gets: its trained metrics and its graph metrics."""

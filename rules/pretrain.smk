@@ -12,6 +12,8 @@ rule pretrain:
         pretrain=lambda wildcards: as_json(config["pretrain"]) if int(wildcards.iters) > 0 else "{}",
         width=config["model_width"],
         device=lambda wildcards: DEVICE if int(wildcards.iters) > 0 else "cpu",
+        code=code("pretrain"),
+    threads: THREADS
     resources:
         gpu=lambda wildcards: GPU if int(wildcards.iters) > 0 else 0,
         cpus_per_gpu=CPUS,
@@ -23,6 +25,6 @@ rule pretrain:
         "../envs/torch.yaml"
     cache: True
     shell:
-        "python workflow_scripts/pretrain.py --data {input.data} --dataset {wildcards.dataset} "
+        "python -m workflow_scripts.pretrain --data {input.data} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --width {params.width} --seed {wildcards.seed} --iters {wildcards.iters} "
-        "--pretrain '{params.pretrain}' --device {params.device} --out {output} > {log} 2>&1"
+        "--pretrain '{params.pretrain}' --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
