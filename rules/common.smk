@@ -12,6 +12,7 @@ sys.path.insert(0, workflow.basedir)
 
 from fullspectrum import workflow as wf  # noqa: E402
 from fullspectrum.code_version import code_hash  # noqa: E402
+from fullspectrum.stale_lock import clear_stale_lock  # noqa: E402
 
 # The rules run `python -m workflow_scripts.<step>` and the steps import the package, both from this checkout
 # (locally, in conda envs, on cluster nodes, from any working directory).
@@ -22,6 +23,12 @@ try:
     wf.check_config(config)
 except Exception as error:  # the schema's or ours: one clear line naming the key, before any job runs
     raise WorkflowError(f"invalid config: {error}") from None
+
+# A killed run's lock is removed here, before Snakemake locks, when no Snakemake process works in this folder.
+if workflow.is_main_process:
+    _lock_note = clear_stale_lock(os.getcwd())
+    if _lock_note:
+        print(_lock_note, file=sys.stderr)
 
 RESULTS = config["results"]
 RUNS = wf.grid_runs(config)
