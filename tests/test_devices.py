@@ -1,0 +1,82 @@
+"""Device assignment without GPUs: concurrent jobs take different per-GPU locks (real processes, real flock), a
+scheduler's CUDA_VISIBLE_DEVICES stands, and every reason CUDA can be unusable is named in one line."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from fullspectrum import devices
+from fullspectrum.provenance import provenance
+
+HOLD = ("import sys, time; from fullspectrum import devices; "
+        "print(devices.claim_gpu(2, sys.argv[1], poll_seconds=0.05), flush=True); time.sleep(600)")
+
+
+def holder(lock_dir) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", HOLD, str(lock_dir)], stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_concurrent_jobs_take_different_gpus_and_a_killed_job_frees_its_gpu(tmp_path):
+    first, second = holder(tmp_path), holder(tmp_path)
+    third = None
+    try:
+        first_gpu, second_gpu = int(first.stdout.readline()), int(second.stdout.readline())
+        assert {first_gpu, second_gpu} == {0, 1}
+        for index in (0, 1):  # both locks are held, so a third job must wait
+            fd = os.open(tmp_path / f"gpu{index}.lock", os.O_RDWR)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.close(fd)
+        third = holder(tmp_path)
+        first.send_signal(signal.SIGKILL)  # the kernel releases the lock of a killed job
+        first.wait(timeout=30)
+        assert int(third.stdout.readline()) == first_gpu
+    finally:
+        for proc in (first, second, third):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+def test_a_schedulers_choice_stands_and_no_gpu_means_no_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert devices.assign_local_gpu(tmp_path) == "3" and not any(tmp_path.iterdir())
+    assert provenance()["cuda_visible_devices"] == "3"  # what metrics.json records
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    if not devices.gpu_device_files():
+        assert devices.assign_local_gpu(tmp_path) is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+@pytest.mark.parametrize("build, driver, visible, available, cause", [
+    (None, "550.54.15", None, False, "is a CPU-only build"),
+    ("12.8", "550.54.15", "", False, "this job was given no GPU"),
+    ("12.8", None, None, False, "no NVIDIA driver on node7"),
+    ("12.8", "470.82.01", None, False, "NVIDIA driver 470.82.01 on node7 is too old for torch's CUDA 12.8 build"),
+    ("13.0", "570.86.15", None, False, "needs >= 580.65.6"),
+    ("12.8", "570.86.15", None, False, "torch cannot use CUDA 12.8 on node7 although NVIDIA driver 570.86.15"),
+])
+def test_each_reason_cuda_is_unusable_is_named(build, driver, visible, available, cause):
+    problem = devices.cuda_problem(build, driver, visible, available, "node7")
+    assert cause in problem and "\n" not in problem
+
+
+def test_usable_cuda_is_no_problem():
+    assert devices.cuda_problem("12.8", "570.86.15", "0", True, "node7") is None
+
+
+@pytest.mark.parametrize("line, version", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024", "550.54.15"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build", "570.86.15"),
+])
+def test_driver_version_is_read_from_the_kernel_modules_file(tmp_path, line, version):
+    (tmp_path / "version").write_text(line + "\nGCC version: gcc version 12.2.0\n")
+    assert devices.driver_version(str(tmp_path / "version")) == version
+    assert devices.driver_version(str(tmp_path / "missing")) is None
