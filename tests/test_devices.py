@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 from fullspectrum import devices
@@ -80,3 +81,35 @@ def test_driver_version_is_read_from_the_kernel_modules_file(tmp_path, line, ver
     (tmp_path / "version").write_text(line + "\nGCC version: gcc version 12.2.0\n")
     assert devices.driver_version(str(tmp_path / "version")) == version
     assert devices.driver_version(str(tmp_path / "missing")) is None
+
+
+def cuda_usable() -> bool:
+    return devices.cuda_problem(torch.version.cuda, devices.driver_version(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                torch.cuda.is_available(), "here") is None
+
+
+@pytest.mark.skipif(cuda_usable(), reason="CUDA works here: benchmarks/gpu_check.sh runs the whole check")
+def test_gpu_check_without_a_gpu_says_why_in_one_line_and_exits_0():
+    result = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHON=sys.executable))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu_check: no usable GPU here, nothing checked: "), result.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_usable(), reason="needs a usable CUDA GPU")
+def test_a_cuda_step_computes_on_the_one_gpu_it_took(tmp_path):
+    code = ("import os, torch; from fullspectrum import devices; device = devices.pick_device('cuda'); "
+            "x = torch.ones(3, device=device); "
+            "print(os.environ['CUDA_VISIBLE_DEVICES'], torch.cuda.device_count(), int(x.sum()), x.device.type)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FULLSPECTRUM_GPU_LOCKS=str(tmp_path))
+    preset = env.get("CUDA_VISIBLE_DEVICES")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    visible, count, total, kind = result.stdout.split()
+    assert (int(total), kind) == (3, "cuda")
+    if preset is None:  # no scheduler chose: the step took one GPU of this machine
+        assert int(count) == 1 and int(visible) in range(len(devices.gpu_device_files()))
+    else:
+        assert visible == preset
