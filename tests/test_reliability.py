@@ -156,8 +156,9 @@ def test_second_invocation_is_refused_by_the_lock_and_the_first_finishes_intact(
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
     # and it names the Snakemake process that holds the lock
-    assert f"is held by a Snakemake process working in {os.path.realpath(reference_run['dir'].parents[2])} (pid {reference_run['pid']}: " \
-        in second.stderr, second.stderr[-3000:]
+    checkout = os.path.realpath(reference_run["dir"].parents[2])
+    holder = f"is held by a Snakemake process working in {checkout} (pid {reference_run['pid']}: "
+    assert holder in second.stderr, second.stderr[-3000:]
     assert reference_run["first_rc"] == 0, reference_run["log"].read_text()[-3000:]
     tables = reference_run["dir"] / "tables"
     cells = pd.read_csv(tables / f"{TARGET}.csv")
