@@ -127,3 +127,37 @@ def test_the_torch_env_names_its_cuda_build_and_the_readme_the_driver_it_needs()
     readme = (ROOT / "README.md").read_text()
     assert re.search(rf"CUDA {re.escape(cuda)}[^\n]*driver[^\n]*\d{{3}}\.\d+", readme), f"README: driver for CUDA {cuda}"
     assert "torch" not in env_packages(str(ROOT / "envs" / "analysis.yaml"))
+
+
+MACHINE_KEYS = {"cores", "jobs", "resources", "default-resources", "set-resources", "executor", "local-cores",
+                "latency-wait", "retries"}
+
+
+def test_machine_settings_live_in_global_profiles_not_in_the_workflow_profile():
+    workflow_profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert not MACHINE_KEYS & set(workflow_profile), "the workflow profile's keys win over any --profile"
+    local = yaml.safe_load((ROOT / "profiles" / "local" / "config.yaml").read_text())
+    slurm = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert local["resources"] == {"gpu": 1} and "resources" not in slurm and slurm["executor"] == "slurm"
+
+
+def rule_blocks() -> dict[str, str]:
+    """{rule name: its text} of every rule and checkpoint in rules/*.smk."""
+    blocks = {}
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\s*(?:rule|checkpoint)\b)", smk.read_text()):
+            name = re.search(r"(?:rule|checkpoint) (\w+):", block) or re.search(r'name:\s*\n\s*"?(\w+)', block)
+            if name and "shell:" in block:
+                blocks[name.group(1)] = block
+    return blocks
+
+
+def test_every_rule_declares_threads_passes_them_on_and_gpu_rules_record_a_benchmark():
+    blocks = rule_blocks()
+    assert GPU_RULES | LOCAL_RULES <= set(blocks) | {"selected_mask"}
+    for name, block in blocks.items():
+        assert re.search(r"\n\s*threads: ", block), f"rule {name} declares no threads"
+        if "--device" in block:  # a computing step: torch gets the rule's threads
+            assert "--threads {threads}" in block, name
+    for name in GPU_RULES:
+        assert "benchmark:" in blocks[name], f"GPU rule {name} records no benchmark"

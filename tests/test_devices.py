@@ -4,6 +4,7 @@ scheduler's CUDA_VISIBLE_DEVICES stands, and every reason CUDA can be unusable i
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,26 @@ def test_a_schedulers_choice_stands_and_no_gpu_means_no_lock(tmp_path, monkeypat
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     if not devices.gpu_device_files():
         assert devices.assign_local_gpu(tmp_path) is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_a_step_runs_torch_with_the_threads_its_rule_declares(digits_path, tmp_path):
+    from fullspectrum import masks, models, pruning
+
+    net = models.build_seeded("resnet18", 10, 4, 0)
+    models.save_weights(tmp_path / "w.pt", net, {"model": "resnet18", "num_classes": 10, "width": 4})
+    mask = pruning.make_mask(net, "erk", 0.25, seed=0)
+    masks.save_mask_file(tmp_path / "m" / "mask.pt", mask, masks.build_meta(
+        mask, method="erk", target_density=0.25, seed=0, model="resnet18", dataset="digits", source="w.pt"))
+    train = '{"epochs": 1, "batch_size": 512, "lr": 0.1}'
+    result = subprocess.run([sys.executable, "-m", "workflow_scripts.sparse_train", "--mask", tmp_path / "m" / "mask.pt",
+                             "--weights", tmp_path / "w.pt", "--data", digits_path, "--train", train, "--seed", "0",
+                             "--device", "cpu", "--threads", "2", "--out", tmp_path / "m" / "metrics.json",
+                             "--graph", tmp_path / "m" / "graph.csv"],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["device"] == "cpu (2 threads)" and (tmp_path / "m" / "graph.csv").is_file()
 
 
 @pytest.mark.parametrize("build, driver, visible, available, cause", [
