@@ -59,7 +59,8 @@ def main() -> None:
     arrays = {name: (p.detach().numpy().astype(np.float64), masks[name].numpy()) for name, p in params.items()}
     model, masks = model.to(args.device), {name: mask.to(args.device) for name, mask in masks.items()}
     print(f"{args.model} width {args.width}, {len(params)} prunable layers, ERK density {args.density}, "
-          f"model_metrics on {args.device}; torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+          f"model_metrics on {args.device}; torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
     graph.model_metrics(model, masks)  # warm-up (imports, allocator)
     runs = [timed(lambda: graph.model_metrics(model, masks)) for _ in range(args.repeats)]

@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=5000, help="training images (a multiple of 5)")
     parser.add_argument("--test", type=int, default=1000)
     args = parser.parse_args()
-    print(f"synthetic CIFAR-10: {args.train} + {args.test} random images in {write_tree(Path(args.root), args.train, args.test)}")
+    folder = write_tree(Path(args.root), args.train, args.test)
+    print(f"synthetic CIFAR-10: {args.train} + {args.test} random images in {folder}")
 
 
 if __name__ == "__main__":
