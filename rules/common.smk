@@ -8,7 +8,10 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-sys.path.insert(0, workflow.basedir)
+# This checkout: the folder above rules/. Not workflow.basedir, which is the using workflow's folder when this one
+# is a module (`module: snakefile: "/path/to/Snakefile"`).
+CHECKOUT = os.path.dirname(str(workflow.current_basedir))
+sys.path.insert(0, CHECKOUT)
 
 from fullspectrum import workflow as wf  # noqa: E402
 from fullspectrum.code_version import code_hash  # noqa: E402
@@ -16,7 +19,7 @@ from fullspectrum.stale_lock import clear_stale_lock  # noqa: E402
 
 # The rules run `python -m workflow_scripts.<step>` and the steps import the package, both from this checkout
 # (locally, in conda envs, on cluster nodes, from any working directory).
-wf.export_package_path(workflow.basedir)
+wf.export_package_path(CHECKOUT)
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -52,7 +55,7 @@ def as_json(value):
 def code(script):
     """A params entry: the hash of a step's script and the package code it imports, so editing that code re-runs
     the step and what depends on it (README: Reruns after code changes)."""
-    return code_hash(os.path.join(workflow.basedir, "workflow_scripts", f"{script}.py"), workflow.basedir)
+    return code_hash(os.path.join(CHECKOUT, "workflow_scripts", f"{script}.py"), CHECKOUT)
 
 
 def benchmark_path(rule_name, *parts):

@@ -1,5 +1,6 @@
-"""The workflow run from another folder (`-s /path/Snakefile --directory /elsewhere`), the rerun policy after
-code changes, and a GPU job on a machine without usable CUDA, all with Snakemake for real on a tiny target."""
+"""The workflow run from another folder (`-s /path/Snakefile --directory /elsewhere`) and as a module of another
+workflow, the rerun policy after code changes, and a GPU job on a machine without usable CUDA, all with Snakemake
+for real on a tiny target."""
 
 from __future__ import annotations
 
@@ -56,6 +57,21 @@ def test_a_real_target_runs_from_another_folder(ran):
     assert (workdir / TARGET).is_file() and (workdir / CELL / "pai" / "layers.csv").is_file()
     assert not (ran["checkout"] / "results").exists()  # everything went to the working directory
     assert "Nothing to be done" in snakemake(ran["checkout"], workdir, TARGET, "-n").stdout
+
+
+def test_a_real_target_runs_with_the_workflow_as_a_module(ran):
+    checkout, user = ran["checkout"], ran["workdir"].parent / "user"
+    user.mkdir()
+    (user / "Snakefile").write_text(
+        f'configfile: "{checkout}/config/test_workflow.yaml"\n\n\n'
+        f'module fullspectrum:\n    snakefile:\n        "{checkout}/Snakefile"\n    config:\n        config\n\n\n'
+        'use rule * from fullspectrum as fullspectrum_*\n')
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([snakemake_bin(), "--cores", "2", TARGET], cwd=user, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (user / TARGET).is_file() and "rule fullspectrum_pai_mask" in result.stdout
 
 
 def edit(path: Path) -> None:
