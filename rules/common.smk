@@ -9,7 +9,7 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # This checkout: the folder above rules/. Not workflow.basedir, which is the using workflow's folder when this one
-# is a module (`module: snakefile: "/path/to/Snakefile"`).
+# is used as a module of another workflow.
 CHECKOUT = os.path.dirname(str(workflow.current_basedir))
 sys.path.insert(0, CHECKOUT)
 

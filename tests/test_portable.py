@@ -71,7 +71,7 @@ def test_a_real_target_runs_with_the_workflow_as_a_module(ran):
     result = subprocess.run([snakemake_bin(), "--cores", "2", TARGET], cwd=user, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (user / TARGET).is_file() and "rule fullspectrum_pai_mask" in result.stdout
+    assert (user / TARGET).is_file() and "rule fullspectrum_pai_mask" in result.stdout + result.stderr
 
 
 def edit(path: Path) -> None:
