@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= $(shell nproc)
+GPUS ?= 1
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint plan clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ test: $(BIN)/snakemake
 lint: $(BIN)/snakemake
 	$(RUN) $(BIN)/snakemake --lint
 	$(RUN) $(BIN)/snakemake --lint $(EMBEDDED)
+
+## plan: what the paper grid (config.yaml) costs on $(GPUS) GPUs: jobs, trainings, epochs, GPU-hours, wall-clock
+plan: $(BIN)/snakemake
+	$(BIN)/python -m fullspectrum.plan --configfile config.yaml --gpus $(GPUS)
 
 ## clean: remove everything the workflow wrote (not the .venv)
 clean:

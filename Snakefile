@@ -21,7 +21,6 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/masks.smk"
-include: "rules/graph.smk"
 include: "rules/train.smk"
 include: "rules/search.smk"
 include: "rules/baselines.smk"

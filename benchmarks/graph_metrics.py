@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="where model_metrics computes (the reference: CPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,8 +56,11 @@ def main() -> None:
     model = models.build_seeded(args.model, args.classes, args.width, seed=0)
     masks = pruning.make_mask(model, "erk", args.density, seed=0)
     params = prunable_parameters(model)
-    print(f"{args.model} width {args.width}, {len(params)} prunable layers, ERK density {args.density}; "
-          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    arrays = {name: (p.detach().numpy().astype(np.float64), masks[name].numpy()) for name, p in params.items()}
+    model, masks = model.to(args.device), {name: mask.to(args.device) for name, mask in masks.items()}
+    print(f"{args.model} width {args.width}, {len(params)} prunable layers, ERK density {args.density}, "
+          f"model_metrics on {args.device}; torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
     graph.model_metrics(model, masks)  # warm-up (imports, allocator)
     runs = [timed(lambda: graph.model_metrics(model, masks)) for _ in range(args.repeats)]
@@ -64,7 +68,6 @@ def main() -> None:
     fast_wall = statistics.median(r[1] for r in runs)
     fast_cpu = statistics.median(r[2] for r in runs)
 
-    arrays = {name: (p.detach().numpy().astype(np.float64), masks[name].numpy()) for name, p in params.items()}
     with threadpool_limits(1, user_api="blas"):  # one thread, as model_metrics uses
         slow, slow_wall, slow_cpu = timed(lambda: {name: straightforward_metrics(*pair, eigsh_top_two) for name, pair in arrays.items()})
 

@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                       # CPU: width 16, a few steps (the mask's overhead)
     python benchmarks/train_step.py --device cuda --width 64 --steps 50 --plain   # GPU: images/s vs plain loop
+    python benchmarks/train_step.py --device cuda --width 64 --model resnet34      # config resources.minutes_per_epoch
 
 Timings alternate between the variants so that a noisy, shared machine slows both alike; ratios are printed.
 """
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 
 from fullspectrum import data, models, pruning
 from fullspectrum.train import Trainer, TrainConfig
+
+CIFAR_TRAIN = 50_000  # training images of CIFAR-10 and CIFAR-100
 
 
 class SyntheticCifar(data.DeviceData):
@@ -96,6 +99,7 @@ def plain_loop_steps(model, dataset: SyntheticCifar, steps: int, batch: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="resnet18", choices=sorted(models.ARCHITECTURES))
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="steps per timing round")
@@ -106,8 +110,8 @@ def main() -> None:
     device = torch.device(args.device)
     dataset = SyntheticCifar(4096, device)
     cfg = TrainConfig(epochs=1, batch_size=args.batch)
-    dense_model = models.build_seeded("resnet18", 10, args.width, 0)
-    sparse_model = models.build_seeded("resnet18", 10, args.width, 0)
+    dense_model = models.build_seeded(args.model, 10, args.width, 0)
+    sparse_model = models.build_seeded(args.model, 10, args.width, 0)
     masks = pruning.make_mask(sparse_model, "erk", args.density, seed=0)
     dense = Trainer(dense_model, dataset, cfg, seed=0, progress=False)
     masked = Trainer(sparse_model, dataset, cfg, seed=0, masks=masks, progress=False)
@@ -118,12 +122,16 @@ def main() -> None:
         times["masked"].append(engine_steps(masked, args.steps))
     dense_s, masked_s = statistics.median(times["dense"]), statistics.median(times["masked"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"ResNet18 width {args.width}, batch {args.batch}, {name}; median of {args.rounds} rounds x {args.steps} steps")
+    print(f"{args.model} width {args.width}, batch {args.batch}, {name}; median of {args.rounds} rounds x {args.steps} "
+          "steps")
     print(f"  dense step   {dense_s * 1e3:8.1f} ms   {args.batch / dense_s:8.0f} img/s")
     print(f"  masked step  {masked_s * 1e3:8.1f} ms   {args.batch / masked_s:8.0f} img/s   (density {args.density})")
     print(f"  mask overhead: masked / dense = {masked_s / dense_s:.3f}")
+    # one CIFAR epoch of masked steps (the test pass adds a few per cent): what the cost plan and SLURM runtimes use
+    print(f"  minutes_per_epoch: {CIFAR_TRAIN * masked_s / args.batch / 60:.3f}   "
+          f"(config resources.minutes_per_epoch.{args.model}, {CIFAR_TRAIN:,} images at this width and batch)")
     if args.plain:
-        plain_s = plain_loop_steps(models.build_seeded("resnet18", 10, args.width, 0).to(device), dataset,
+        plain_s = plain_loop_steps(models.build_seeded(args.model, 10, args.width, 0).to(device), dataset,
                                    args.steps * args.rounds, args.batch)
         print(f"  plain PyTorch loop (DataLoader, fp32) {plain_s * 1e3:8.1f} ms   {args.batch / plain_s:8.0f} img/s")
         print(f"  engine (dense) / plain loop throughput = {plain_s / dense_s:.2f}x")

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import InputFileError, load_torch, save_torch
+from .io import InputFileError
+from .torch_io import load_torch, save_torch
 
 DATASETS = {"digits": 10, "cifar10": 10, "cifar100": 100}
 # CIFAR normalisation, used for every dataset so digits exercises exactly the CIFAR transforms.

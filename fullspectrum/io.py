@@ -1,19 +1,18 @@
-"""Atomic writes and safe loads, so a killed job or a full disk never leaves a file that looks finished."""
+"""Atomic writes and checked reads, so a killed job or a full disk never leaves a file that looks finished.
+
+Free of torch, so the tables and figures (fullspectrum.analysis) run in an environment without it;
+fullspectrum.torch_io adds the torch files.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-
-import torch
+from typing import Any, Iterator
 
 
 _UMASK = os.umask(0)
@@ -59,52 +58,6 @@ def _no_space(exc: BaseException) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # Python I/O: a full disk raises OSError(ENOSPC)
-        torch.save(obj, handle)
-
-
-def load_torch(path: str | os.PathLike, what: str = "file") -> Any:
-    """`torch.load(weights_only=True)` with errors that name the file and say what to do.
-
-    `weights_only=True` refuses pickles that would run code on load; such a file is reported as unsafe.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{what} {path} does not exist; run the step that makes it (or check the path).")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "GLOBAL" in str(exc).upper():  # a pickled object other than tensors and containers: refused, not run
-            blocked = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line.upper()), "")
-            raise InputFileError(
-                f"{what} {path} holds objects that are unsafe to load ({blocked}); weights_only=True refused it. "
-                "Only tensors, numbers, strings and containers of them are accepted."
-            ) from exc
-        raise InputFileError(f"{what} {path} is not a readable torch file (truncated or corrupted); delete it "
-                             "and rerun the step that makes it.") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = (str(exc).splitlines() or ["empty file"])[0]  # EOFError of an empty file has no message
-        raise InputFileError(
-            f"{what} {path} is truncated or corrupted ({type(exc).__name__}: {reason}); "
-            "delete it and rerun the step that makes it."
-        ) from exc
-
-
-def fingerprint(tensors: Mapping[str, torch.Tensor] | None) -> str | None:
-    """A content hash of named tensors (a state dict, a mask): what a resumable step checks before resuming."""
-    if tensors is None:
-        return None
-    digest = hashlib.sha256()
-    for name, tensor in tensors.items():
-        digest.update(name.encode())
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(str(data.dtype).encode())
-        digest.update((data.view(torch.uint8) if data.dtype == torch.bool else data).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:

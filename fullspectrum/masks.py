@@ -13,7 +13,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .io import InputFileError, load_torch, save_torch
+from .io import InputFileError
+from .torch_io import load_torch, save_torch
 
 Masks = dict[str, torch.Tensor]
 

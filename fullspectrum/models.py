@@ -103,7 +103,7 @@ def save_weights(path, model: nn.Module, meta: dict) -> None:
 
     `meta` must hold `model`, `num_classes` and `width`; more provenance (dataset, seed, iterations) is welcome.
     """
-    from .io import save_torch
+    from .torch_io import save_torch
 
     for key in ("model", "num_classes", "width"):
         if key not in meta:
@@ -114,7 +114,8 @@ def save_weights(path, model: nn.Module, meta: dict) -> None:
 
 def load_weights(path) -> tuple[ResNet, dict]:
     """Rebuild the model a weights file describes and load its state (on the CPU)."""
-    from .io import InputFileError, load_torch
+    from .io import InputFileError
+    from .torch_io import load_torch
 
     payload = load_torch(path, what="weights file")
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:

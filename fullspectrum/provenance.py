@@ -1,8 +1,9 @@
-"""What produced a result: config subset, package versions, device, host, git commit, wall time."""
+"""What produced a result: config subset, package versions, device and GPU, host, git commit, wall time."""
 
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def provenance(config: dict | None = None, device: str | None = None, wall_secon
         "packages": {p: _version(p) for p in PACKAGES},
         "git_commit": _git_commit(),
         "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # the GPU a scheduler or devices.py gave
         "wall_seconds": wall_seconds,
         "config": config,
     }

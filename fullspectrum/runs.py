@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from .data import DeviceData
-from .io import write_json
+from .graph import model_metrics
+from .io import write_csv, write_json
 from .masks import load_mask_file
 from .models import build_seeded, load_weights, save_weights
 from .provenance import provenance
@@ -67,3 +68,20 @@ def train_mask(*, weights: str | Path, mask: str | Path, data: DeviceData, cfg: 
 def _plain(meta: dict) -> dict:
     """The JSON-friendly part of a mask's meta (per-layer densities are kept; tensors are not)."""
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+
+
+def graph_metrics(*, weights: str | Path, mask: str | Path, out: str | Path) -> str:
+    """Write the per-layer graph metrics of `mask` on the weights it was made from; return a one-line summary.
+
+    Run inside the job that made or trains the mask (seconds, on the CPU), so a cluster run has no separate tiny
+    job per mask.
+    """
+    started = time.perf_counter()
+    net, _ = load_weights(weights)
+    masks, _ = load_mask_file(mask, net)
+    table = model_metrics(net, masks)
+    write_csv(table, out)
+    mean = table.iloc[-1]
+    return (f"graph metrics of {len(table) - 1} layers at density {mean['density']:.5f}: delta_r_imdb "
+            f"{mean['delta_r_imdb']:.4f}, lambda_imdb {mean['lambda_imdb']:.4f}, l2 {mean['l2']:.4f} -> {out} "
+            f"in {time.perf_counter() - started:.1f} s")

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from . import graph
 from .data import DeviceData
-from .io import InputFileError, fingerprint, load_torch, save_torch
+from .io import InputFileError
+from .torch_io import fingerprint, load_torch, save_torch
 from .masks import Masks, check_masks, density as mask_density, prunable_parameters
 from .methods import DATA_METHODS, NOISY_METHODS
 from .pruning import make_mask

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from .data import DeviceData
 from .errors import NonFiniteLossError, Preempted
-from .io import InputFileError, fingerprint, load_torch, save_torch
+from .io import InputFileError
+from .torch_io import fingerprint, load_torch, save_torch
 from .masks import check_masks, density, prunable_parameters
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,6 @@ class Callback:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:

@@ -230,7 +230,7 @@ def itop_dir(config: Mapping, dataset: str, model: str, seed: int) -> str:
 
 
 def itop_snapshot_dirs(config: Mapping, dataset: str, model: str, seed: int) -> list[str]:
-    """The mask directories of the snapshot tickets (each trained by sparse_train, measured by graph_metrics)."""
+    """The mask directories of the snapshot tickets (each trained and measured by sparse_train)."""
     base = itop_dir(config, dataset, model, seed)
     return [f"{base}/snap{k}" for k in range(itop_snapshot_count(config, dataset))]
 

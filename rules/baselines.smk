@@ -1,11 +1,12 @@
 # Baselines of the tables: LTH (iterative magnitude pruning with rewinding) and Early-Bird (unstructured).
 # Each ends in a ticket mask directory, `{run}/ticket/mask.pt`, that the generic rules train (sparse_train ->
-# ticket/metrics.json) and measure (graph_metrics -> ticket/graph.csv). The ticket trains from
-# workflow.start_weights: the rewind point round1/rewind.pt for LTH, ticket/weights.pt (the draw) for EB.
+# ticket/metrics.json and ticket/graph.csv). The ticket trains from workflow.start_weights: the rewind point
+# round1/rewind.pt for LTH, ticket/weights.pt (the draw) for EB.
 # What a table reads of a baseline run: wf.baseline_files(RESULTS, run).
 #
-#   lth_dense_round {run}/round1/mask.pt + round.json + rewind.pt (dense from the init; rewind = epoch rewind_epoch)
-#   lth_round   {run}/round{k}/mask.pt + round.json   (k = 2..K: from rewind.pt with round k-1's mask)
+#   lth_dense_round {run}/round1/mask.pt + round.json + graph.csv + rewind.pt (dense from the init; the rewind point
+#                   is its weights after lth.rewind_epoch epochs)
+#   lth_round   {run}/round{k}/mask.pt + round.json + graph.csv   (k = 2..K: from rewind.pt with round k-1's mask)
 #   lth_summary {run}/rounds.csv, {run}/ticket/mask.pt, {run}/cost.json   (cheap: a local rule)
 #   early_bird  {run}/ticket/mask.pt, ticket/weights.pt, {run}/eb.json, {run}/cost.json
 
@@ -16,11 +17,15 @@ EARLY_BIRD = config["early_bird"]
 
 
 LTH_SHELL = (
-    "python workflow_scripts/lth_round.py --weights {input.weights} {params.prev} --data {input.data} "
+    "python -m workflow_scripts.lth_round --weights {input.weights} {params.prev} --data {input.data} "
     "--round {params.round} --density {wildcards.density} --seed {wildcards.seed} --lth '{params.lth}' "
-    "--train '{params.train}' --device {params.device} --out-mask {output.mask} --out-json {output.record} "
-    "{params.rewind} > {log} 2>&1"
+    "--train '{params.train}' --device {params.device} --threads {threads} --out-mask {output.mask} "
+    "--out-json {output.record} --out-graph {output.graph} {params.rewind} > {log} 2>&1"
 )
+
+# An LTH round's graph.csv comes with its mask (rounds are not trained by sparse_train).
+ruleorder: lth_dense_round > sparse_train
+ruleorder: lth_round > sparse_train
 
 
 rule lth_dense_round:
@@ -30,6 +35,7 @@ rule lth_dense_round:
     output:
         mask=f"{LTH_DIR}/round1/mask.pt",
         record=f"{LTH_DIR}/round1/round.json",
+        graph=f"{LTH_DIR}/round1/graph.csv",
         rewind=f"{LTH_DIR}/round1/rewind.pt",  # the weights after lth.rewind_epoch epochs: later rounds start here
     params:
         lth=as_json(LTH),
@@ -38,6 +44,8 @@ rule lth_dense_round:
         prev="",
         rewind=lambda w, output: f"--out-rewind {output.rewind}",
         device=DEVICE,
+        code=code("lth_round"),
+    threads: THREADS
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
@@ -45,6 +53,8 @@ rule lth_dense_round:
         runtime=lambda w: train_minutes(w.model, LTH["round_epochs"]),
     log:
         log_path("lth_round", "{dataset}/{model}/d{density}/pre{iters}/s{seed}/round1"),
+    benchmark:
+        benchmark_path("lth_round", "{dataset}/{model}/d{density}/pre{iters}/s{seed}/round1")
     conda:
         "../envs/torch.yaml"
     shell:
@@ -59,6 +69,7 @@ rule lth_round:
     output:
         mask=f"{LTH_DIR}/round{{k}}/mask.pt",
         record=f"{LTH_DIR}/round{{k}}/round.json",
+        graph=f"{LTH_DIR}/round{{k}}/graph.csv",
     wildcard_constraints:
         k=r"[2-9]|[1-9]\d+",
     params:
@@ -68,6 +79,8 @@ rule lth_round:
         prev=lambda w, input: f"--prev-mask {input.prev}",
         rewind="",
         device=DEVICE,
+        code=code("lth_round"),
+    threads: THREADS
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
@@ -75,6 +88,8 @@ rule lth_round:
         runtime=lambda w: train_minutes(w.model, LTH["round_epochs"]),
     log:
         log_path("lth_round", "{dataset}/{model}/d{density}/pre{iters}/s{seed}/round{k}"),
+    benchmark:
+        benchmark_path("lth_round", "{dataset}/{model}/d{density}/pre{iters}/s{seed}/round{k}")
     conda:
         "../envs/torch.yaml"
     shell:
@@ -89,12 +104,15 @@ rule lth_summary:
         csv=f"{LTH_DIR}/rounds.csv",
         ticket=f"{LTH_DIR}/ticket/mask.pt",
         cost=f"{LTH_DIR}/cost.json",
+    params:
+        code=code("lth_summary"),
+    threads: 1
     log:
         log_path("lth_summary", "{dataset}/{model}/d{density}/pre{iters}/s{seed}"),
     conda:
         "../envs/torch.yaml"
     shell:
-        "python workflow_scripts/lth_summary.py --rounds {input.rounds} --last-mask {input.last} "
+        "python -m workflow_scripts.lth_summary --rounds {input.rounds} --last-mask {input.last} "
         "--out-csv {output.csv} --out-ticket {output.ticket} --out-cost {output.cost} > {log} 2>&1"
 
 
@@ -111,6 +129,8 @@ rule early_bird:
         early_bird=as_json(EARLY_BIRD),
         train=as_json({**TRAIN, "epochs": EARLY_BIRD["epochs"]}),
         device=DEVICE,
+        code=code("early_bird"),
+    threads: THREADS
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
@@ -118,10 +138,12 @@ rule early_bird:
         runtime=lambda w: train_minutes(w.model, EARLY_BIRD["epochs"]),
     log:
         log_path("early_bird", "{dataset}/{model}/d{density}/pre{iters}/s{seed}"),
+    benchmark:
+        benchmark_path("early_bird", "{dataset}/{model}/d{density}/pre{iters}/s{seed}")
     conda:
         "../envs/torch.yaml"
     shell:
-        "python workflow_scripts/early_bird.py --weights {input.weights} --data {input.data} "
+        "python -m workflow_scripts.early_bird --weights {input.weights} --data {input.data} "
         "--density {wildcards.density} --seed {wildcards.seed} --early-bird '{params.early_bird}' "
-        "--train '{params.train}' --device {params.device} --out-mask {output.mask} "
+        "--train '{params.train}' --device {params.device} --threads {threads} --out-mask {output.mask} "
         "--out-weights {output.weights} --out-json {output.record} --out-cost {output.cost} > {log} 2>&1"

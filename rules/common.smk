@@ -8,12 +8,19 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-sys.path.insert(0, workflow.basedir)
+# This checkout: the folder above rules/. Not workflow.basedir, which is the using workflow's folder when this one
+# is used as a module of another workflow.
+CHECKOUT = os.path.dirname(str(workflow.current_basedir))
+sys.path.insert(0, CHECKOUT)
 
 from fullspectrum import workflow as wf  # noqa: E402
+from fullspectrum.plan import Costs  # noqa: E402
+from fullspectrum.code_version import code_hash  # noqa: E402
+from fullspectrum.stale_lock import clear_stale_lock  # noqa: E402
 
-# Workflow scripts import the package from this checkout, locally, in conda envs and on cluster nodes alike.
-wf.export_package_path(workflow.basedir)
+# The rules run `python -m workflow_scripts.<step>` and the steps import the package, both from this checkout
+# (locally, in conda envs, on cluster nodes, from any working directory).
+wf.export_package_path(CHECKOUT)
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -21,10 +28,17 @@ try:
 except Exception as error:  # the schema's or ours: one clear line naming the key, before any job runs
     raise WorkflowError(f"invalid config: {error}") from None
 
+# A killed run's lock is removed here, before Snakemake locks, when no Snakemake process works in this folder.
+if workflow.is_main_process:
+    _lock_note = clear_stale_lock(os.getcwd())
+    if _lock_note:
+        print(_lock_note, file=sys.stderr)
+
 RESULTS = config["results"]
 RUNS = wf.grid_runs(config)
 BASELINES = wf.baseline_runs(config)
 TRAIN = config["train"]
+COSTS = Costs(config)
 
 
 def log_path(rule_name, *parts):
@@ -40,20 +54,31 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
+def code(script):
+    """A params entry: the hash of a step's script and the package code it imports, so editing that code re-runs
+    the step and what depends on it (README: Reruns after code changes)."""
+    return code_hash(os.path.join(CHECKOUT, "workflow_scripts", f"{script}.py"), CHECKOUT)
+
+
+def benchmark_path(rule_name, *parts):
+    """Snakemake's benchmark record (wall time, memory, CPU) of a GPU job."""
+    return os.path.join(RESULTS, "benchmarks", rule_name, *parts) + ".tsv"
+
+
 def train_minutes(model, epochs):
     return int(config["resources"]["minutes_per_epoch"].get(model, 1.0) * epochs) + 10
 
 
 def search_minutes(run):
-    """A search's time limit: its population at `resources.search_seconds_per_candidate`, plus 10 minutes."""
-    population = wf.resolved_search(config, run)["population"]
-    return int(population * config["resources"]["search_seconds_per_candidate"] / 60) + 10
+    """A search's time limit: twice the cost plan's estimate (scoring + graph metrics per candidate), + 10 minutes."""
+    return int(2 * COSTS.search_minutes(run)) + 10
 
 
 GPU = config["resources"]["gpu"]
 CPUS = config["resources"]["cpus_per_gpu"]
 MEM_MB = config["resources"]["mem_mb"]
 DEVICE = config["device"]
+THREADS = CPUS  # CPU threads of a GPU job (torch.set_num_threads); SLURM allocates them with --cpus-per-gpu
 
 def mask_results(mask_dirs):
     """What every mask directory gets: its trained metrics and its graph metrics."""

@@ -8,11 +8,13 @@ rule prepare_data:
         root=config["data"]["root"],
         download="--download" if config["data"]["download"] else "",
         verify="" if config["data"]["verify_checksums"] else "--no-verify",
+        code=code("prepare_data"),
+    threads: 1
     log:
         log_path("prepare_data", "{dataset}"),
     conda:
         "../envs/torch.yaml"
     cache: True
     shell:
-        "python workflow_scripts/prepare_data.py --dataset {wildcards.dataset} --root {params.root} "
+        "python -m workflow_scripts.prepare_data --dataset {wildcards.dataset} --root {params.root} "
         "{params.download} {params.verify} --out {output} > {log} 2>&1"

@@ -3,8 +3,8 @@
 #   itop    {itop_dir}/snap{k}/mask.pt + snap{k}/weights.pt (k = 0..K-1) + {itop_dir}/itop.json
 #           dynamic sparse training from an ERK mask on the seed's initialisation (pretraining checkpoint @0);
 #           itop_dir = {results}/{dataset}/{model}/d{itop.density}/itop/pre0/s{seed}
-#   (generic) sparse_train trains every snapshot ticket from its own weights.pt -> snap{k}/metrics.json;
-#             graph_metrics measures it on those weights -> snap{k}/graph.csv
+#   (generic) sparse_train trains every snapshot ticket from its own weights.pt -> snap{k}/metrics.json and
+#             measures it on those weights -> snap{k}/graph.csv
 #   figure  {results}/figures/{fig}_{dataset}_{model}.png/.pdf/.csv + _correlations.csv/.json
 #
 # Snakemake needs every output before anything runs, so K comes from the config alone
@@ -35,6 +35,8 @@ for _count, _datasets in _ITOP_GROUPS.items():
                 dataset=wildcards.dataset, model=wildcards.model, seed=wildcards.seed
             ),
             device=DEVICE,
+            code=code("itop"),
+        threads: THREADS
         resources:
             gpu=GPU,
             cpus_per_gpu=CPUS,
@@ -42,12 +44,14 @@ for _count, _datasets in _ITOP_GROUPS.items():
             runtime=lambda wildcards: train_minutes(wildcards.model, ITOP["epochs"]),
         log:
             log_path("itop", "{dataset}/{model}/s{seed}"),
+        benchmark:
+            benchmark_path("itop", "{dataset}/{model}/s{seed}")
         conda:
             "../envs/torch.yaml"
         shell:
-            "python workflow_scripts/itop.py --weights {input.weights} --data {input.data} --itop '{params.itop}' "
+            "python -m workflow_scripts.itop --weights {input.weights} --data {input.data} --itop '{params.itop}' "
             "--train '{params.train}' --seed {wildcards.seed} --snapshots {params.snapshots} "
-            "--device {params.device} --out-dir {params.out_dir} > {log} 2>&1"
+            "--device {params.device} --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figure:
@@ -65,11 +69,13 @@ rule figure:
         fig=r"fig\d+",
     params:
         title=figure_title,
+        code=code("figure"),
+    threads: 1
     log:
         log_path("figure", "{fig}_{dataset}_{model}"),
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python workflow_scripts/figure.py --metrics {input.metrics} --graphs {input.graphs} "
+        "python -m workflow_scripts.figure --metrics {input.metrics} --graphs {input.graphs} "
         "--title '{params.title}' --png {output.png} --pdf {output.pdf} --data {output.data} "
         "--corr-csv {output.corr_csv} --corr-json {output.corr_json} > {log} 2>&1"

@@ -11,6 +11,8 @@ rule pai_mask:
     params:
         pai=lambda wildcards: as_json(wf.pai_settings(config, wildcards.method)),
         device=DEVICE,
+        code=code("pai_mask"),
+    threads: THREADS
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
@@ -18,9 +20,11 @@ rule pai_mask:
         runtime=60,
     log:
         log_path("pai_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
+    benchmark:
+        benchmark_path("pai_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}")
     conda:
         "../envs/torch.yaml"
     shell:
-        "python workflow_scripts/pai_mask.py --weights {input.weights} --data {input.data} "
+        "python -m workflow_scripts.pai_mask --weights {input.weights} --data {input.data} "
         "--method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed} "
-        "--pai '{params.pai}' --device {params.device} --out {output.mask} --layers {output.layers} > {log} 2>&1"
+        "--pai '{params.pai}' --device {params.device} --threads {threads} --out {output.mask} --layers {output.layers} > {log} 2>&1"

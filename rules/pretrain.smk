@@ -13,6 +13,8 @@ rule pretrain:
         width=config["model_width"],
         init=config["model_init"],
         device=lambda wildcards: DEVICE if int(wildcards.iters) > 0 else "cpu",
+        code=code("pretrain"),
+    threads: THREADS
     resources:
         gpu=lambda wildcards: GPU if int(wildcards.iters) > 0 else 0,
         cpus_per_gpu=CPUS,
@@ -24,6 +26,7 @@ rule pretrain:
         "../envs/torch.yaml"
     cache: True
     shell:
-        "python workflow_scripts/pretrain.py --data {input.data} --dataset {wildcards.dataset} "
-        "--model {wildcards.model} --width {params.width} --init {params.init} --seed {wildcards.seed} --iters {wildcards.iters} "
-        "--pretrain '{params.pretrain}' --device {params.device} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.pretrain --data {input.data} --dataset {wildcards.dataset} "
+        "--model {wildcards.model} --width {params.width} --init {params.init} --seed {wildcards.seed} "
+        "--iters {wildcards.iters} --pretrain '{params.pretrain}' --device {params.device} --threads {threads} "
+        "--out {output} > {log} 2>&1"

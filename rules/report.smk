@@ -11,10 +11,12 @@ rule table:
         latex=f"{RESULTS}/tables/{{table}}.tex",
     params:
         config=lambda wildcards: as_json(wf.table_config(config, wildcards.table)),
+        code=code("make_table"),
+    threads: 1
     log:
         log_path("table", "{table}"),
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python workflow_scripts/make_table.py --name {wildcards.table} --config '{params.config}' "
+        "python -m workflow_scripts.make_table --name {wildcards.table} --config '{params.config}' "
         "--csv {output.csv} --markdown {output.markdown} --latex {output.latex} > {log} 2>&1"

@@ -1,7 +1,7 @@
 # pags_search: the full-spectrum mask search (PAGS @0, PEGS @N) from a grid cell's PaI baseline mask. How many
 # distinct snapshots it selects is known only after it ran, so it is a checkpoint; `selected_mask` then gives
 # each selection (select{k}) and, with `search.control`, each no-criterion control mask (control{k}) its own mask
-# directory, which sparse_train and graph_metrics handle like any other mask.
+# directory, which sparse_train trains and measures like any other mask.
 
 
 checkpoint pags_search:
@@ -16,6 +16,8 @@ checkpoint pags_search:
         search=lambda wildcards: as_json(wf.search_settings(config, run_of(wildcards))),
         control=lambda wildcards: "--control" if wf.resolved_search(config, run_of(wildcards))["control"] else "",
         device=DEVICE,
+        code=code("pags_search"),
+    threads: THREADS
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
@@ -23,12 +25,14 @@ checkpoint pags_search:
         runtime=lambda wildcards: search_minutes(run_of(wildcards)),
     log:
         log_path("pags_search", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
+    benchmark:
+        benchmark_path("pags_search", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}")
     conda:
         "../envs/torch.yaml"
     shell:
-        "python workflow_scripts/pags_search.py --weights {input.weights} --baseline {input.baseline} "
+        "python -m workflow_scripts.pags_search --weights {input.weights} --baseline {input.baseline} "
         "--data {input.data} --search '{params.search}' {params.control} "
-        "--device {params.device} --out {output} > {log} 2>&1"
+        "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule selected_mask:
@@ -39,6 +43,7 @@ rule selected_mask:
     wildcard_constraints:
         kind="select|control",
         snapshot=r"\d+",
+    threads: 1
     log:
         log_path("selected_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}/{kind}{snapshot}"),
     conda:
@@ -52,9 +57,12 @@ rule pags_results:
         selected_results,
     output:
         f"{RUN_DIR}/pags/results.json",
+    params:
+        code=code("collect_results"),
+    threads: 1
     log:
         log_path("pags_results", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}"),
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python workflow_scripts/collect_results.py --out {output} {input} > {log} 2>&1"
+        "python -m workflow_scripts.collect_results --out {output} {input} > {log} 2>&1"

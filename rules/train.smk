@@ -1,5 +1,7 @@
 # sparse_train: train any mask the workflow makes (PaI baseline, PAGS/PEGS selection, LTH/EB/ITOP ticket) from
-# the weights it was made from. One rule for all, so every number in the tables comes from the same loop.
+# the weights it was made from. One rule for all, so every number in the tables comes from the same loop. The same
+# job first writes the mask's per-layer graph metrics (Ramanujan gap, weighted spectral gap, their iterative means,
+# l2) on those weights: seconds of CPU, not a cluster job of their own.
 
 
 rule sparse_train:
@@ -8,10 +10,13 @@ rule sparse_train:
         weights=mask_start_weights,
         data=mask_data,
     output:
-        "{maskdir}/metrics.json",
+        metrics="{maskdir}/metrics.json",
+        graph="{maskdir}/graph.csv",
     params:
         train=as_json(TRAIN),
         device=DEVICE,
+        code=code("sparse_train"),
+    threads: THREADS
     resources:
         gpu=GPU,
         cpus_per_gpu=CPUS,
@@ -19,8 +24,11 @@ rule sparse_train:
         runtime=mask_train_minutes,
     log:
         "{maskdir}/train.log",
+    benchmark:
+        "{maskdir}/train.benchmark.tsv"
     conda:
         "../envs/torch.yaml"
     shell:
-        "python workflow_scripts/sparse_train.py --mask {input.mask} --weights {input.weights} "
-        "--data {input.data} --train '{params.train}' --device {params.device} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.sparse_train --mask {input.mask} --weights {input.weights} "
+        "--data {input.data} --train '{params.train}' --device {params.device} --threads {threads} "
+        "--out {output.metrics} --graph {output.graph} > {log} 2>&1"

@@ -116,7 +116,7 @@ def test_paper_grid_dry_run_plans_the_authors_protocol():
     printed = result.stdout + result.stderr
     densities = set(re.findall(r"/d([0-9.e-]+)/", printed))
     assert densities == {"0.01"}, densities
-    train_lines = [line for line in printed.splitlines() if "sparse_train.py" in line]
+    train_lines = [line for line in printed.splitlines() if "workflow_scripts.sparse_train" in line]
     assert train_lines
     for line in train_lines:
         settings = json.loads(re.search(r"--train '([^']+)'", line).group(1))

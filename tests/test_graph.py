@@ -206,6 +206,7 @@ def test_numpy_and_torch_inputs_agree():
     assert mixed == pytest.approx(from_numpy, nan_ok=True)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     weight, mask = random_layer((256, 32, 3, 3), 0.05, seed=4)

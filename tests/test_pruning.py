@@ -323,6 +323,7 @@ def test_bad_arguments(resnet, cifar_batches):
         pruning.erk_layer_densities(resnet, 1.0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", pruning.METHODS)
 def test_masks_on_cuda_match_cpu(method, resnet, cifar_batches):

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 from conftest import ROOT, run_snakemake, snakemake_bin
-from fullspectrum import graph, io, masks as mask_lib, models, pruning
+from fullspectrum import graph, io, masks as mask_lib, models, pruning, torch_io
 from fullspectrum.errors import PREEMPTED_EXIT_CODE
 
 CONFIG = "config/test_reliability.yaml"
@@ -126,7 +126,7 @@ def assert_every_file_complete(results_dir: Path) -> None:
         if not path.is_file() or path.name.startswith("."):
             continue
         if path.suffix == ".pt":
-            io.load_torch(path)
+            torch_io.load_torch(path)
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".csv":
@@ -145,7 +145,7 @@ def reference_run(checkout, tmp_path_factory):
     second = smk(checkout, results, check=False)
     first_still_running = first.poll() is None
     first.wait(timeout=600)
-    return {"results": results, "dir": checkout / results, "first_rc": first.returncode, "log": log,
+    return {"results": results, "dir": checkout / results, "first_rc": first.returncode, "log": log, "pid": first.pid,
             "second": second, "first_still_running": first_still_running, "seconds": time.monotonic() - started}
 
 
@@ -155,6 +155,10 @@ def test_second_invocation_is_refused_by_the_lock_and_the_first_finishes_intact(
     assert reference_run["first_still_running"], "the second invocation came too late to meet the first"
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
+    # and it names the Snakemake process that holds the lock
+    checkout = os.path.realpath(reference_run["dir"].parents[2])
+    holder = f"is held by a Snakemake process working in {checkout} (pid {reference_run['pid']}: "
+    assert holder in second.stderr, second.stderr[-3000:]
     assert reference_run["first_rc"] == 0, reference_run["log"].read_text()[-3000:]
     tables = reference_run["dir"] / "tables"
     cells = pd.read_csv(tables / f"{TARGET}.csv")
@@ -179,7 +183,7 @@ def test_sigkill_of_the_whole_run_then_rerun_gives_the_same_results(checkout, re
         steps = []
         for child in psutil.Process(proc.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                if any("workflow_scripts/" in part for part in child.cmdline()):
+                if any("workflow_scripts" in part for part in child.cmdline()):
                     steps.append(child)
         return steps
 
@@ -194,11 +198,9 @@ def test_sigkill_of_the_whole_run_then_rerun_gives_the_same_results(checkout, re
     assert not (killed_dir / "tables" / f"{TARGET}.csv").exists(), "the kill came after the end"
     assert_every_file_complete(killed_dir)  # nothing half-written under a final name
 
-    refused = smk(checkout, results, check=False)  # the killed run could not release its lock
-    assert refused.returncode != 0 and "--unlock" in refused.stdout + refused.stderr
-    smk(checkout, results, "--unlock")
-    rerun = smk(checkout, results, "--rerun-incomplete")
-    assert "Finished" in rerun.stdout + rerun.stderr
+    assert any((checkout / ".snakemake" / "locks").iterdir())  # the killed run could not release its lock
+    rerun = smk(checkout, results)  # the same command, no --unlock: nothing else runs here, so the lock is stale
+    assert "removed the stale lock" in rerun.stderr and "Finished" in rerun.stdout + rerun.stderr
 
     reference = reference_run["dir"]
     for ext in ("csv",):
@@ -420,7 +422,7 @@ def same_masks(a: Path, b: Path) -> None:
 def test_sigterm_mid_training_checkpoints_exits_75_and_resumes_bit_exact(inputs, tmp_path):
     def args(out):
         return ["--mask", inputs["erk"], "--weights", inputs["weights"], "--data", inputs["data"], "--train",
-                json.dumps(TRAIN), "--seed", 0, "--device", "cpu", "--out", out]
+                json.dumps(TRAIN), "--seed", 0, "--device", "cpu", "--out", out, "--graph", out.with_name("graph.csv")]
 
     reference, out = tmp_path / "reference" / "metrics.json", tmp_path / "run" / "metrics.json"
     ok(script("sparse_train", *args(reference)))
@@ -465,7 +467,7 @@ def test_sigterm_mid_lth_round_checkpoints_exits_75_and_resumes_to_the_same_mask
         return ["--weights", inputs["weights"], "--data", inputs["data"], "--round", 1, "--density", 0.25,
                 "--seed", 0, "--lth", LTH, "--train", json.dumps(TRAIN),
                 "--device", "cpu", "--out-mask", directory / "mask.pt", "--out-json", directory / "round.json",
-                "--out-rewind", directory / "rewind.pt"]
+                "--out-rewind", directory / "rewind.pt", "--out-graph", directory / "graph.csv"]
 
     reference, run = tmp_path / "reference" / "round1", tmp_path / "run" / "round1"
     ok(script("lth_round", *args(reference)))
@@ -493,6 +495,12 @@ def cut_in_half(source: Path, dest: Path) -> Path:
     return dest
 
 
+def graph_args(inputs, mask, weights, graph_csv) -> list:
+    """sparse_train's arguments; it measures the graph metrics (into `graph_csv`) before it trains."""
+    return ["--mask", mask, "--weights", weights, "--data", inputs["data"], "--train", json.dumps(TRAIN), "--seed", 0,
+            "--device", "cpu", "--out", Path(graph_csv).with_name("metrics.json"), "--graph", graph_csv]
+
+
 def graph_and_metrics(inputs, directory: Path) -> Path:
     """A trained-mask directory as collect_results reads it (metrics.json + graph.csv)."""
     masks, _ = mask_lib.load_mask_file(inputs["erk"])
@@ -505,7 +513,8 @@ def graph_and_metrics(inputs, directory: Path) -> Path:
 def case_truncated_mask(inputs, tmp):
     bad = cut_in_half(inputs["erk"], tmp / "bad" / "mask.pt")
     return ("sparse_train", ["--mask", bad, "--weights", inputs["weights"], "--data", inputs["data"], "--train",
-                             json.dumps(TRAIN), "--seed", 0, "--device", "cpu", "--out", tmp / "out" / "metrics.json"],
+                             json.dumps(TRAIN), "--seed", 0, "--device", "cpu", "--out", tmp / "out" / "metrics.json",
+                             "--graph", tmp / "out" / "graph.csv"],
             bad, "truncated or corrupted")
 
 
@@ -513,7 +522,7 @@ def case_weights_of_wrong_shapes(inputs, tmp):
     bad = tmp / "bad" / "weights.pt"  # the state of a width-8 network, described as width 4
     models.save_weights(bad, models.build_seeded("resnet18", 10, 8, 0),
                         {"model": "resnet18", "num_classes": 10, "width": 4, "dataset": "digits", "iters": 0})
-    return ("graph_metrics", ["--mask", inputs["erk"], "--weights", bad, "--out", tmp / "out" / "graph.csv"],
+    return ("sparse_train", graph_args(inputs, inputs["erk"], bad, tmp / "out" / "graph.csv"),
             bad, "does not fit a resnet18 of width 4: Error(s) in loading state_dict")
 
 
@@ -522,7 +531,7 @@ def case_mask_for_another_width(inputs, tmp):
     mask = pruning.make_mask(models.build("resnet18", 10, 8), "random", 0.25, seed=0)
     mask_lib.save_mask_file(bad, mask, mask_lib.build_meta(mask, method="random", target_density=0.25, seed=0,
                                                            model="resnet18", dataset="digits", source="x"))
-    return ("graph_metrics", ["--mask", bad, "--weights", inputs["weights"], "--out", tmp / "out" / "graph.csv"],
+    return ("sparse_train", graph_args(inputs, bad, inputs["weights"], tmp / "out" / "graph.csv"),
             bad, "mask 'conv1.weight' has shape (8, 3, 3, 3) but the model's weight has (4, 3, 3, 3)")
 
 
@@ -539,7 +548,7 @@ def case_dataset_truncated(inputs, tmp):
     return ("lth_round", ["--weights", inputs["weights"], "--data", bad, "--round", 1, "--density", 0.25, "--seed", 0,
                           "--lth", LTH, "--train", json.dumps(TRAIN), "--device",
                           "cpu", "--out-mask", tmp / "out" / "mask.pt", "--out-json", tmp / "out" / "round.json",
-                          "--out-rewind", tmp / "out" / "rewind.pt"],
+                          "--out-rewind", tmp / "out" / "rewind.pt", "--out-graph", tmp / "out" / "graph.csv"],
             bad, "truncated or corrupted")
 
 
@@ -571,7 +580,7 @@ def case_previous_lth_mask_of_another_kind(inputs, tmp):
     return ("lth_round", ["--weights", inputs["weights"], "--prev-mask", inputs["erk"], "--data", inputs["data"],
                           "--round", 2, "--density", 0.25, "--seed", 0, "--lth", LTH,
                           "--train", json.dumps(TRAIN), "--device", "cpu", "--out-mask", tmp / "out" / "mask.pt",
-                          "--out-json", tmp / "out" / "round.json"],
+                          "--out-json", tmp / "out" / "round.json", "--out-graph", tmp / "out" / "graph.csv"],
             inputs["erk"], "is not the mask of LTH round 1 (method 'erk'")
 
 
@@ -598,7 +607,7 @@ def test_a_corrupted_training_checkpoint_is_ignored_and_the_step_starts_over(inp
     (out.parent / ".train_state.pt").write_bytes(b"PK\x03\x04 not a real checkpoint")
     result = ok(script("sparse_train", "--mask", inputs["erk"], "--weights", inputs["weights"], "--data",
                        inputs["data"], "--train", json.dumps({**TRAIN, "epochs": 1}), "--seed", 0, "--device", "cpu",
-                       "--out", out))
+                       "--out", out, "--graph", out.with_name("graph.csv")))
     assert "starting over" in result.stderr and "truncated or corrupted" in result.stderr
     assert json.loads(out.read_text())["resumed_from"] is None
 
@@ -637,7 +646,7 @@ def leftovers(directory: Path) -> list[str]:
 
 
 WRITERS = {
-    "torch": (lambda path: io.save_torch({"x": torch.zeros(100_000)}, path), ".pt"),
+    "torch": (lambda path: torch_io.save_torch({"x": torch.zeros(100_000)}, path), ".pt"),
     "json": (lambda path: io.write_json({"values": list(range(60_000))}, path), ".json"),
     "text": (lambda path: io.write_text("x" * 400_000, path), ".md"),
     "csv": (lambda path: io.write_csv(pd.DataFrame({"a": np.arange(60_000)}), path), ".csv"),
@@ -658,18 +667,18 @@ def test_full_disk_leaves_no_half_written_file_and_says_so(small_tmpfs, writer):
 
 def test_full_disk_keeps_the_previous_version_of_a_file(small_tmpfs):
     target = small_tmpfs / "weights.pt"
-    io.save_torch({"x": torch.arange(10)}, target)
+    torch_io.save_torch({"x": torch.arange(10)}, target)
     before = target.read_bytes()
     with pytest.raises(OSError, match="no space left"):
-        io.save_torch({"x": torch.zeros(100_000)}, target)
-    assert target.read_bytes() == before and torch.equal(io.load_torch(target)["x"], torch.arange(10))
+        torch_io.save_torch({"x": torch.zeros(100_000)}, target)
+    assert target.read_bytes() == before and torch.equal(torch_io.load_torch(target)["x"], torch.arange(10))
     assert leftovers(small_tmpfs) == ["weights.pt"]
 
 
 def test_full_disk_in_a_step_script_exits_1_with_one_line(inputs, small_tmpfs):
     fill(small_tmpfs)
     out = small_tmpfs / "graph.csv"
-    result = script("graph_metrics", "--mask", inputs["erk"], "--weights", inputs["weights"], "--out", out)
+    result = script("sparse_train", *graph_args(inputs, inputs["erk"], inputs["weights"], out))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert f"no space left on device while writing {out}" in result.stderr.strip().splitlines()[-1]
     assert leftovers(small_tmpfs) == []
@@ -689,9 +698,9 @@ def test_injected_enospc_from_torch_save_or_fsync(tmp_path, monkeypatch):
 
     for attribute, replacement in (("save", no_space), ("save", wrapped)):
         with monkeypatch.context() as patch:
-            patch.setattr(io.torch, attribute, replacement)
+            patch.setattr(torch_io.torch, attribute, replacement)
             with pytest.raises(OSError, match=f"no space left on device while writing {target}"):
-                io.save_torch({"x": torch.zeros(3)}, target)
+                torch_io.save_torch({"x": torch.zeros(3)}, target)
         assert list(tmp_path.iterdir()) == []
     with monkeypatch.context() as patch:
         patch.setattr(io.os, "fsync", no_space)
@@ -702,9 +711,9 @@ def test_injected_enospc_from_torch_save_or_fsync(tmp_path, monkeypatch):
         raise OSError(errno.EIO, "I/O error")
 
     with monkeypatch.context() as patch:  # any other failure is passed on unchanged, and cleaned up as well
-        patch.setattr(io.torch, "save", io_error)
+        patch.setattr(torch_io.torch, "save", io_error)
         with pytest.raises(OSError, match="I/O error") as failure:
-            io.save_torch({"x": torch.zeros(3)}, target)
+            torch_io.save_torch({"x": torch.zeros(3)}, target)
         assert failure.value.errno == errno.EIO
     assert list(tmp_path.iterdir()) == []
 
@@ -735,14 +744,13 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(inputs, tmp_path
     torch.save({"masks": payload, "meta": {}}, files["legacy"], _use_new_zipfile_serialization=False)
     from fullspectrum import data
 
-    loaders = [(io.load_torch, files["legacy"]), (mask_lib.load_mask_file, files["mask"]),
+    loaders = [(torch_io.load_torch, files["legacy"]), (mask_lib.load_mask_file, files["mask"]),
                (models.load_weights, files["weights"]), (data.load_prepared, files["data"])]
     for load, path in loaders:
         with pytest.raises(io.InputFileError, match="unsafe to load") as refused:
             load(path)
         assert str(path) in str(refused.value) and "weights_only=True refused it" in str(refused.value)
-    result = script("graph_metrics", "--mask", files["mask"], "--weights", inputs["weights"], "--out",
-                    tmp_path / "graph.csv")
+    result = script("sparse_train", *graph_args(inputs, files["mask"], inputs["weights"], tmp_path / "graph.csv"))
     assert result.returncode == 1 and "unsafe to load" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists() and not (tmp_path / "graph.csv").exists()
     # the control: loading the same file the unsafe way does run the code, so the refusal above mattered

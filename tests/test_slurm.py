@@ -7,13 +7,15 @@ Debian 12 machine (root) a single-node cluster comes up with
     FULLSPECTRUM_SLURM=1 .venv/bin/python -m pytest -m slurm tests/test_slurm.py
     sudo tests/slurm/stop_slurm.sh
 
-The run uses the real SLURM profile plus the test overlay:
+The run uses the README's SLURM command as it stands, with this test's grid and
+target (the node has 2 GPUs as gres; start_slurm.sh makes placeholder devices):
 
-    snakemake --profile profiles/slurm --profile tests/slurm/profile \
-        --workflow-profile none --configfile config/test_slurm.yaml slurm_slice
+    snakemake --profile profiles/slurm --configfile config/test_slurm.yaml slurm_slice
 
-and checks that every job Snakemake submitted is COMPLETED in `sacct` and that
-the target is up to date afterwards.
+and checks in `sacct` that every job Snakemake submitted is COMPLETED, that every
+job of a GPU rule asked for a GPU, that at least two GPU jobs ran at the same
+time (the profiles put no one-GPU limit on a cluster run), and that the target
+is up to date afterwards.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = REPO / "profiles" / "slurm"
-TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
+PROFILE = "profiles/slurm"
+GPU_RULES = {"pai_mask", "pags_search", "sparse_train"}  # the slice's rules that declare `gpu` (test_slurm.yaml: 1)
 CONFIGFILE = "config/test_slurm.yaml"
 TARGET = "slurm_slice"
 # Hard limit for the whole SLURM run (seconds); override for slow machines.
@@ -81,27 +83,38 @@ def _env() -> dict[str, str]:
 def _snakemake(*extra: str) -> list[str]:
     return [
         sys.executable, "-m", "snakemake", TARGET,
-        "--profile", str(PROFILE),
-        "--profile", str(TEST_PROFILE),
-        "--workflow-profile", "none",
+        "--profile", PROFILE,
         "--configfile", CONFIGFILE,
         *extra,
     ]
 
 
-def _sacct(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """SLURM job id -> (State, Comment) from the accounting database."""
+def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
+    """SLURM job id -> {State, Comment, Start, End, ReqTRES} from the accounting database."""
+    fields = ["JobID", "State", "Comment", "Start", "End", "ReqTRES"]
     out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
-         "-o", "JobID,State,Comment%200"],
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", ",".join(fields)],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     rows = {}
     for line in out.splitlines():
         parts = line.split("|")
-        if len(parts) >= 3:
-            rows[parts[0]] = (parts[1].split()[0], parts[2])
+        if len(parts) == len(fields):
+            row = dict(zip(fields, parts))
+            row["State"] = row["State"].split()[0]
+            rows[row["JobID"]] = row
     return rows
+
+
+def _rule(row: dict[str, str]) -> str:
+    """The rule of a job, from the comment the plugin submits (rule_<name>[_wildcards_...])."""
+    return row["Comment"].split("_wildcards_")[0].removeprefix("rule_")
+
+
+def _overlapping(rows: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """Pairs of jobs whose [Start, End) intervals intersect (sacct's ISO times sort as strings)."""
+    return [(a["JobID"], b["JobID"]) for i, a in enumerate(rows) for b in rows[i + 1:]
+            if a["Start"] < b["End"] and b["Start"] < a["End"]]
 
 
 def test_slurm_slice_runs_on_slurm(tmp_path):
@@ -129,21 +142,30 @@ def test_slurm_slice_runs_on_slurm(tmp_path):
         # Every job Snakemake submitted is COMPLETED in the accounting database.
         submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
         assert submitted, f"no job was submitted to SLURM; log tail:\n{tail}"
-        rows: dict[str, tuple[str, str]] = {}
+        rows: dict[str, dict[str, str]] = {}
         for _ in range(30):  # slurmdbd may lag the controller by a few seconds
             rows = _sacct(submitted)
             if set(submitted) <= set(rows) and all(
-                rows[j][0] == "COMPLETED" for j in submitted
+                rows[j]["State"] == "COMPLETED" for j in submitted
             ):
                 break
             time.sleep(2)
-        bad = {j: rows.get(j, ("MISSING", ""))[0] for j in submitted
-               if rows.get(j, ("MISSING", ""))[0] != "COMPLETED"}
+        bad = {j: rows.get(j, {"State": "MISSING"})["State"] for j in submitted
+               if rows.get(j, {"State": "MISSING"})["State"] != "COMPLETED"}
         assert not bad, f"SLURM jobs not COMPLETED in sacct: {bad}; log tail:\n{tail}"
-        rules = sorted({c.split("_wildcards_")[0].removeprefix("rule_")
-                        for _, c in rows.values() if c})
+        rules = sorted({_rule(row) for row in rows.values() if row["Comment"]})
         print(f"slurm_slice: {len(submitted)} SLURM jobs COMPLETED in {elapsed:.0f}s; "
               f"rules: {rules}")
+
+        # Every job of a GPU rule asked for a GPU, and GPU jobs ran side by side.
+        gpu_jobs = [row for row in rows.values() if _rule(row) in GPU_RULES]
+        assert {_rule(row) for row in gpu_jobs} == GPU_RULES, rules
+        no_gpu = {row["JobID"]: row["ReqTRES"] for row in gpu_jobs if "gres/gpu=1" not in row["ReqTRES"]}
+        assert not no_gpu, f"GPU jobs submitted without a GPU request: {no_gpu}"
+        overlapping = _overlapping(sorted(gpu_jobs, key=lambda row: row["Start"]))
+        times = {row["JobID"]: (_rule(row), row["Start"], row["End"]) for row in gpu_jobs}
+        assert overlapping, f"no two GPU jobs overlapped in time: {times}"
+        print(f"GPU jobs running at the same time: {overlapping}")
 
         # The target's outputs exist and are up to date: nothing left to do.
         dry = subprocess.run(_snakemake("--dry-run"), cwd=REPO, env=env,

@@ -2,7 +2,7 @@
 
 import argparse
 
-from fullspectrum import baselines, cli, data, train
+from fullspectrum import baselines, cli, data, devices, train
 
 
 def main() -> None:
@@ -14,13 +14,13 @@ def main() -> None:
     parser.add_argument("--early-bird", type=cli.json_arg, required=True, help='{"window": w, "threshold": t, ...}')
     parser.add_argument("--train", type=cli.json_arg, required=True,
                         help="dense training settings as JSON (epochs = early_bird.epochs, the budget)")
-    parser.add_argument("--device", default="auto")
+    devices.add_arguments(parser)
     parser.add_argument("--out-mask", required=True)
     parser.add_argument("--out-weights", required=True)
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-cost", required=True)
     args = parser.parse_args()
-    dataset = data.DeviceData(args.data, train.pick_device(args.device))
+    dataset = data.DeviceData(args.data, devices.from_args(args))
     cfg = train.TrainConfig.from_mapping(args.train)
     record = baselines.early_bird(
         weights=args.weights, data=dataset, cfg=cfg, density=args.density, window=int(args.early_bird["window"]),

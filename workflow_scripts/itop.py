@@ -2,7 +2,7 @@
 
 import argparse
 
-from fullspectrum import cli, data, itop, train
+from fullspectrum import cli, data, devices, itop, train
 
 
 def main() -> None:
@@ -14,11 +14,11 @@ def main() -> None:
     parser.add_argument("--train", type=cli.json_arg, required=True, help="training settings as JSON")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--snapshots", type=int, required=True, help="number of snapshots the workflow expects")
-    parser.add_argument("--device", default="auto")
+    devices.add_arguments(parser)
     parser.add_argument("--out-dir", required=True, help="the ITOP run's directory (snap{k}/ and itop.json)")
     args = parser.parse_args()
     settings = args.itop
-    dataset = data.DeviceData(args.data, train.pick_device(args.device))
+    dataset = data.DeviceData(args.data, devices.from_args(args))
     cfg = train.TrainConfig.from_mapping(args.train, epochs=settings["epochs"])
     summary = itop.run_itop(weights=args.weights, data=dataset, cfg=cfg, density=settings["density"],
                             update_frequency=settings["update_frequency"], death_rate=settings["death_rate"],

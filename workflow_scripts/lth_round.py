@@ -3,7 +3,7 @@ then prune by magnitude; round 1 also writes the rewind point."""
 
 import argparse
 
-from fullspectrum import baselines, cli, data, train
+from fullspectrum import baselines, cli, data, devices, runs, train
 
 
 def main() -> None:
@@ -18,13 +18,14 @@ def main() -> None:
     parser.add_argument("--lth", type=cli.json_arg, required=True, help='{"prune_fraction": p, ...} as JSON')
     parser.add_argument("--train", type=cli.json_arg, required=True,
                         help="training settings of one round as JSON (epochs = lth.round_epochs)")
-    parser.add_argument("--device", default="auto")
+    devices.add_arguments(parser)
     parser.add_argument("--out-mask", required=True)
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-rewind", default=None,
                         help="round 1 only: where to write the rewind point (weights after lth.rewind_epoch epochs)")
+    parser.add_argument("--out-graph", required=True, help="graph.csv of the new mask on the rewind weights")
     args = parser.parse_args()
-    dataset = data.DeviceData(args.data, train.pick_device(args.device))
+    dataset = data.DeviceData(args.data, devices.from_args(args))
     cfg = train.TrainConfig.from_mapping(args.train)
     record = baselines.lth_round(
         weights=args.weights, prev_mask=args.prev_mask or None, round_index=args.round, target_density=args.density,
@@ -34,6 +35,8 @@ def main() -> None:
     print(f"LTH round {record['round']}/{record['rounds']}: trained at density {record['trained_density']:.4f} "
           f"-> acc {record['final_acc']:.2f}%; pruned to {record['density']:.4f} "
           f"(target {record['target_density']:.4f}) -> {args.out_mask}")
+    rewind = args.out_rewind or args.weights  # round 1 has just written the rewind point; later rounds start there
+    print(runs.graph_metrics(weights=rewind, mask=args.out_mask, out=args.out_graph))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fullspectrum import cli, data, io, masks, models, search, train
+from fullspectrum import cli, data, devices, io, masks, models, search, train
 from fullspectrum.provenance import provenance
 
 
@@ -20,11 +20,11 @@ def main() -> None:
                         help="search settings as JSON (fullspectrum.search.SearchConfig's fields)")
     parser.add_argument("--control", action="store_true",
                         help="also write the no-criterion control: the first K candidates, K = masks selected")
-    parser.add_argument("--device", default="auto")
+    devices.add_arguments(parser)
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args()
     started = time.perf_counter()
-    device = train.pick_device(args.device)
+    device = devices.from_args(args)
     model, weights_meta = models.load_weights(args.weights)
     model.to(device)
     baseline, base_meta = masks.load_mask_file(args.baseline, model)

@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from fullspectrum import cli, data, io, masks, models, pruning, train
+from fullspectrum import cli, data, devices, io, masks, models, pruning, train
 from fullspectrum.provenance import provenance
 
 
@@ -20,12 +20,12 @@ def main() -> None:
     parser.add_argument("--pai", type=cli.json_arg, required=True,
                         help='{"scoring_batches": N or "all", "batch_size": B, "augment": bool} for SNIP/GraSP; '
                              '{} for data-free methods')
-    parser.add_argument("--device", default="auto")
+    devices.add_arguments(parser)
     parser.add_argument("--out", required=True)
     parser.add_argument("--layers", required=True, help="per-layer density table (CSV)")
     args = parser.parse_args()
     started = time.perf_counter()
-    device = train.pick_device(args.device)
+    device = devices.from_args(args)
     model, weights_meta = models.load_weights(args.weights)
     model.to(device)
     dataset = data.DeviceData(args.data, device)

@@ -2,7 +2,7 @@
 
 import argparse
 
-from fullspectrum import cli, data, models, runs, train
+from fullspectrum import cli, data, devices, models, runs, train
 
 
 def main() -> None:
@@ -15,10 +15,10 @@ def main() -> None:
     parser.add_argument("--iters", type=int, required=True)
     parser.add_argument("--init", choices=models.INITS, default="authors", help="the seed's initialisation")
     parser.add_argument("--pretrain", type=cli.json_arg, required=True, help="SGD settings as JSON")
-    parser.add_argument("--device", default="auto")
+    devices.add_arguments(parser)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    device = train.pick_device(args.device) if args.iters > 0 else "cpu"
+    device = devices.from_args(args) if args.iters > 0 else "cpu"
     dataset = data.DeviceData(args.data, device)
     cfg = train.TrainConfig.from_mapping(args.pretrain)
     meta = runs.pretrain(model=args.model, width=args.width, dataset=args.dataset, data=dataset, iters=args.iters,

@@ -1,8 +1,9 @@
-"""Train a mask from the weights it was made from; write metrics.json (final- and best-epoch test accuracy and more)."""
+"""Train a mask from the weights it was made from; write metrics.json (final- and best-epoch test accuracy and
+more) and, first, graph.csv (the mask's per-layer graph metrics on those weights)."""
 
 import argparse
 
-from fullspectrum import cli, data, runs, train, workflow
+from fullspectrum import cli, data, devices, runs, train, workflow
 
 
 def main() -> None:
@@ -12,11 +13,13 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--train", type=cli.json_arg, required=True, help="training settings as JSON")
     parser.add_argument("--seed", type=int, default=None, help="data-order seed (default: the run's seed)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True)
+    devices.add_arguments(parser)
+    parser.add_argument("--out", required=True, help="metrics.json to write")
+    parser.add_argument("--graph", required=True, help="graph.csv to write")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else workflow.parse_mask_dir(args.mask.rsplit("/", 1)[0])["seed"]
-    dataset = data.DeviceData(args.data, train.pick_device(args.device))
+    print(runs.graph_metrics(weights=args.weights, mask=args.mask, out=args.graph))
+    dataset = data.DeviceData(args.data, devices.from_args(args))
     cfg = train.TrainConfig.from_mapping(args.train)
     metrics = runs.train_mask(weights=args.weights, mask=args.mask, data=dataset, cfg=cfg, seed=seed, out=args.out,
                               config_used={"train": args.train})

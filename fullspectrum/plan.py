@@ -1,0 +1,259 @@
+"""What a config's grid costs before it is submitted: jobs per rule, trainings, training epochs, GPU-hours and
+wall-clock on N GPUs, per table and figure and in total (runs shared between tables counted once).
+
+    python -m fullspectrum.plan --configfile config.yaml --gpus 8        (make plan GPUS=8)
+
+GPU time comes from `resources.minutes_per_epoch` (per model; `benchmarks/train_step.py --device cuda` measures
+it) and `resources.seconds_per_candidate` (a search candidate's graph metrics and bookkeeping; `benchmarks/pags.py`
+measures it). How many snapshots a search selects is known only after it ran, so every search contributes a range
+of trainings: at least 1, at most population / snapshot_every (or `train_cap`), with the run's own search
+settings (`search.overrides`), doubled by the no-criterion control when `search.control` is on. Early-Bird is
+counted at its full
+epoch budget (it may stop sooner). Wall-clock is the larger of GPU-hours / N and the longest chain of dependent
+GPU jobs (pretraining -> mask -> search -> training, or the LTH rounds one after another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from . import workflow as wf
+from .methods import DATA_METHODS
+
+WORKFLOW_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+TRAINING_RULES = ("sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """A quantity known only as a range (the snapshot trainings make most totals one)."""
+
+    lo: float
+    hi: float
+
+    def __add__(self, other: "Span") -> "Span":
+        return Span(self.lo + other.lo, self.hi + other.hi)
+
+    def scale(self, factor: float) -> "Span":
+        return Span(self.lo * factor, self.hi * factor)
+
+
+ZERO = Span(0, 0)
+
+
+def exact(value: float) -> Span:
+    return Span(value, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Jobs:
+    """Jobs of one rule for one purpose: how many, the epochs they train, the GPU minutes they take."""
+
+    rule: str
+    count: Span
+    epochs: Span = ZERO
+    gpu_minutes: Span = ZERO
+
+
+def merged_config(configfiles: list[str]) -> dict:
+    """config.yaml with each --configfile laid over it, nested keys merged, as Snakemake does."""
+    def overlay(base: Mapping, top: Mapping) -> dict:
+        merged = dict(base)
+        for key, value in top.items():
+            both = isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+            merged[key] = overlay(base[key], value) if both else value
+        return merged
+
+    config = yaml.safe_load(WORKFLOW_CONFIG.read_text())
+    for path in configfiles:
+        if Path(path).resolve() != WORKFLOW_CONFIG:
+            config = overlay(config, yaml.safe_load(Path(path).read_text()))
+    return config
+
+
+@dataclasses.dataclass
+class Part:
+    """The jobs of a table or figure by key (shared keys are the same job) and its chains of dependent jobs."""
+
+    jobs: dict = dataclasses.field(default_factory=dict)
+    chains: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, other: "Part") -> None:
+        self.jobs.update(other.jobs)
+        self.chains.update(other.chains)
+
+
+class Costs:
+    """The jobs a config's tables and figures need, each with its cost in epochs and GPU minutes."""
+
+    def __init__(self, config: Mapping):
+        self.config = config
+        self.train = config["train"]
+        self.resources = config["resources"]
+
+    def minutes(self, model: str, epochs: float) -> float:
+        return self.resources["minutes_per_epoch"][model] * epochs
+
+    def scoring_epochs(self, run: wf.Run, batches: int | str) -> float:
+        """Scoring `batches` mini-batches (SNIP, GraSP; "all" = one epoch) costs about as many training steps;
+        other methods ~0."""
+        if run.method not in DATA_METHODS:
+            return 0.0
+        steps_per_epoch = math.ceil(wf.TRAIN_SIZES[run.dataset] / self.train["batch_size"])
+        return 1.0 if batches == "all" else batches / steps_per_epoch
+
+    def search_minutes(self, run: wf.Run) -> float:
+        """GPU minutes of a run's search: per candidate, its scoring batches plus graph metrics and bookkeeping."""
+        search = wf.resolved_search(self.config, run)
+        per_candidate = (self.minutes(run.model, self.scoring_epochs(run, search["batches"]))
+                         + self.resources.get("seconds_per_candidate", {}).get(run.model, 0.0) / 60)
+        return search["population"] * per_candidate
+
+    def training(self, rule: str, model: str, epochs: float, count: Span = exact(1)) -> Jobs:
+        return Jobs(rule, count, count.scale(epochs), count.scale(self.minutes(model, epochs)))
+
+    def pretrain(self, dataset: str, model: str, seed: int, iters: int) -> tuple[tuple, Jobs]:
+        """The checkpoint a run starts from (@0, the initialisation, is made on the CPU)."""
+        epochs = iters * self.config["pretrain"]["batch_size"] / wf.TRAIN_SIZES[dataset]
+        return ("pretrain", dataset, model, seed, iters), Jobs("pretrain", exact(1),
+                                                               gpu_minutes=exact(self.minutes(model, epochs)))
+
+    def selections(self, run: wf.Run) -> Span:
+        """Masks a search hands to training: its snapshots (1 .. population / snapshot_every, or the cap), and as
+        many control masks again when the control is on."""
+        search = wf.resolved_search(self.config, run)
+        most = search["population"] // search["snapshot_every"]
+        if search["train_cap"] is not None:
+            most = min(most, search["train_cap"])
+        return Span(1, max(1, most)).scale(2 if search.get("control") else 1)
+
+    def pai_run(self, run: wf.Run) -> Part:
+        key = dataclasses.astuple(run)
+        start_key, start = self.pretrain(run.dataset, run.model, run.seed, run.iters)
+        pai = Jobs("pai_mask", exact(1), gpu_minutes=exact(
+            self.minutes(run.model, self.scoring_epochs(run, self.config["pai"]["scoring_batches"]))))
+        searching = Jobs("pags_search", exact(1), gpu_minutes=exact(self.search_minutes(run)))
+        selected, one = self.selections(run), self.training("sparse_train", run.model, self.train["epochs"])
+        jobs = {start_key: start, key + ("pai_mask",): pai, key + ("pags_search",): searching,
+                key + ("train_pai",): one,
+                key + ("train_selected",): self.training("sparse_train", run.model, self.train["epochs"], selected),
+                key + ("selected_mask",): Jobs("selected_mask", selected),
+                key + ("pags_results",): Jobs("pags_results", exact(1))}
+        # the selections train in parallel after the search, which needs the mask, which needs the checkpoint
+        return Part(jobs, {key: start.gpu_minutes + pai.gpu_minutes + searching.gpu_minutes + one.gpu_minutes})
+
+    def baseline_run(self, run: wf.Run) -> Part:
+        key = dataclasses.astuple(run)
+        start_key, start = self.pretrain(run.dataset, run.model, run.seed, run.iters)
+        ticket = self.training("sparse_train", run.model, self.train["epochs"])
+        if run.method == "lth":
+            lth = self.config["lth"]
+            rounds = wf.lth_rounds(run.density, lth["prune_fraction"])
+            dense = self.training("lth_dense_round", run.model, lth["round_epochs"])
+            later = self.training("lth_round", run.model, lth["round_epochs"], exact(rounds - 1))
+            drawing = {key + ("dense",): dense, key + ("rounds",): later,
+                       key + ("summary",): Jobs("lth_summary", exact(1))}
+            chain = dense.gpu_minutes + later.gpu_minutes  # the rounds run one after another
+        else:
+            early_bird = self.training("early_bird", run.model, self.config["early_bird"]["epochs"])
+            drawing, chain = {key + ("draw",): early_bird}, early_bird.gpu_minutes
+        jobs = {start_key: start, key + ("ticket",): ticket, **drawing}
+        return Part(jobs, {key: start.gpu_minutes + chain + ticket.gpu_minutes})
+
+    def figure(self, name: str) -> Part:
+        spec = self.config["figures"][name]
+        dataset, model, seed = spec["dataset"], spec["model"], spec["seed"]
+        tickets = wf.itop_snapshot_count(self.config, dataset)
+        key = ("itop", dataset, model, seed)
+        start_key, start = self.pretrain(dataset, model, seed, 0)
+        itop = self.training("itop", model, self.config["itop"]["epochs"])
+        one = self.training("sparse_train", model, self.train["epochs"])
+        jobs = {start_key: start, key: itop,
+                key + ("tickets",): self.training("sparse_train", model, self.train["epochs"], exact(tickets)),
+                ("figure", name): Jobs("figure", exact(1))}
+        return Part(jobs, {key: itop.gpu_minutes + one.gpu_minutes})
+
+    def table(self, name: str) -> Part:
+        part = Part({("table", name): Jobs("table", exact(1))})
+        for run in wf.table_runs(self.config, name):
+            part.add(self.pai_run(run))
+        for run in wf.table_baselines(self.config, name):
+            part.add(self.baseline_run(run))
+        return part
+
+
+@dataclasses.dataclass
+class Summary:
+    jobs_per_rule: dict[str, Span]
+    trainings: Span
+    epochs: Span
+    gpu_hours: Span
+    wall_hours: Span
+
+
+def summarise(part: Part, gpus: int) -> Summary:
+    per_rule: dict[str, Span] = {}
+    trainings = epochs = minutes = ZERO
+    for job in part.jobs.values():
+        per_rule[job.rule] = per_rule.get(job.rule, ZERO) + job.count
+        minutes = minutes + job.gpu_minutes
+        if job.rule in TRAINING_RULES:
+            trainings, epochs = trainings + job.count, epochs + job.epochs
+    chain = max((c.lo for c in part.chains.values()), default=0), max((c.hi for c in part.chains.values()), default=0)
+    wall = Span(max(minutes.lo / gpus, chain[0]), max(minutes.hi / gpus, chain[1]))
+    return Summary(per_rule, trainings, epochs, minutes.scale(1 / 60), wall.scale(1 / 60))
+
+
+def plan(config: Mapping, gpus: int) -> dict[str, Summary]:
+    """{table or figure name: its Summary, ..., 'total': all of them with shared jobs counted once}."""
+    costs, everything, out = Costs(config), Part(), {}
+    parts = {name: costs.table(name) for name in config["tables"]}
+    parts.update({name: costs.figure(name) for name in config["figures"]})
+    for name, part in parts.items():
+        out[name] = summarise(part, gpus)
+        everything.add(part)
+    datasets = {spec["dataset"] for spec in [*config["tables"].values(), *config["figures"].values()]}
+    everything.jobs[("prepare_data",)] = Jobs("prepare_data", exact(len(datasets)))
+    out["total"] = summarise(everything, gpus)
+    return out
+
+
+def span_text(span: Span, digits: int = 0) -> str:
+    def one(value: float) -> str:
+        return f"{value:,.{digits}f}"
+    return one(span.lo) if one(span.lo) == one(span.hi) else f"{one(span.lo)}..{one(span.hi)}"
+
+
+def report(summaries: dict[str, Summary], gpus: int, config: Mapping) -> str:
+    rates = ", ".join(f"{m} {v} min" for m, v in config["resources"]["minutes_per_epoch"].items())
+    lines = [f"Cost plan on {gpus} GPU(s); one training epoch takes {rates} (resources.minutes_per_epoch).",
+             "Ranges: each search selects 1..max snapshots, known only after it ran.", ""]
+    header = f"{'':8} {'trainings':>13} {'epochs':>17} {'GPU-hours':>15} {'wall-clock h':>15}  jobs per rule"
+    lines.append(header)
+    for name, s in summaries.items():
+        rules = ", ".join(f"{rule} {span_text(count)}" for rule, count in sorted(s.jobs_per_rule.items()))
+        lines.append(f"{name:8} {span_text(s.trainings):>13} {span_text(s.epochs):>17} "
+                     f"{span_text(s.gpu_hours, 1):>15} {span_text(s.wall_hours, 1):>15}  {rules}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configfile", nargs="+", default=[str(WORKFLOW_CONFIG)],
+                        help="config files laid over config.yaml, as with snakemake --configfile")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs the grid runs on at once")
+    args = parser.parse_args(argv)
+    if args.gpus < 1:
+        parser.error("--gpus must be at least 1")
+    config = merged_config(args.configfile)
+    print(report(plan(config, args.gpus), args.gpus, config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The cost plan on a small config whose numbers are worked out by hand below."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from fullspectrum import plan
+
+TABLE = {"dataset": "cifar10", "density": 0.25, "models": ["resnet18"], "pretrain_iters": [0],
+         "methods": ["snip", "erk"], "baselines": ["lth", "eb"], "paper_table": None}
+FIGURE = {"dataset": "cifar10", "model": "resnet18", "seed": 0}
+SMALL = {
+    "grid": [{"dataset": "cifar10", "models": ["resnet18"], "densities": [0.25], "methods": ["snip", "erk"],
+              "pretrain_iters": [0], "seeds": [0], "baselines": ["lth", "eb"]}],
+    "train": {"epochs": 10, "batch_size": 100},           # 500 steps per CIFAR epoch
+    "pai": {"scoring_batches": 50},                        # SNIP's mask: 50/500 = 0.1 epoch
+    "search": {"population": 20, "batches": 5, "snapshot_every": 5, "train_cap": 3,  # 1..3 selections
+               "control": False, "overrides": []},
+    "lth": {"prune_fraction": 0.5, "rewind_epoch": 1, "round_epochs": 4},          # 0.5, 0.25: 2 rounds
+    "early_bird": {"epochs": 6},
+    "itop": {"epochs": 2, "update_frequency": 400, "snapshot_every": 1},          # steps 0, 400, 800: 3 tickets
+    "tables": {"table1": TABLE, "table2": TABLE, "table3": TABLE},               # the same runs three times
+    "figures": {"fig1": FIGURE, "fig2": FIGURE},                                  # the same ITOP run twice
+    "resources": {"minutes_per_epoch": {"resnet18": 1.0, "resnet34": 2.0},
+                  "seconds_per_candidate": {"resnet18": 6.0, "resnet34": 6.0}},
+}
+# By hand, in minutes (1 per epoch): SNIP mask 0.1, its search 20 x (5/500 + 0.1) = 2.2; ERK mask 0, search
+# 20 x 0.1 = 2.0; each PaI run trains its mask (10) and 1..3 selections (10..30); LTH 2 rounds x 4 + ticket 10;
+# EB 6 + ticket 10. A table: 58.3 + 20..60 = 78.3..118.3 min. The longest chain is LTH: 8 + 10 = 18 min.
+# The figure: ITOP 2 + 3 tickets x 10 = 32 min, chain 2 + 10 = 12 min.
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plan") / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    return path
+
+
+def test_a_small_grid_costs_what_is_worked_out_by_hand(small):
+    out = plan.plan(plan.merged_config([str(small)]), gpus=2)
+    table, figure, total = out["table1"], out["fig1"], out["total"]
+    assert out["table2"] == out["table3"] == table and out["fig2"] == figure
+    assert table.jobs_per_rule == {
+        "pretrain": plan.exact(1), "pai_mask": plan.exact(2), "pags_search": plan.exact(2),
+        "sparse_train": plan.Span(6, 10), "selected_mask": plan.Span(2, 6), "pags_results": plan.exact(2),
+        "lth_dense_round": plan.exact(1), "lth_round": plan.exact(1), "lth_summary": plan.exact(1),
+        "early_bird": plan.exact(1), "table": plan.exact(1)}
+    assert table.trainings == plan.Span(9, 13) and table.epochs == plan.Span(74, 114)
+    assert table.gpu_hours.lo == pytest.approx(78.3 / 60) and table.gpu_hours.hi == pytest.approx(118.3 / 60)
+    assert table.wall_hours.lo == pytest.approx(78.3 / 2 / 60) and table.wall_hours.hi == pytest.approx(118.3 / 2 / 60)
+    assert figure.trainings == plan.exact(4) and figure.epochs == plan.exact(32)
+    assert figure.wall_hours.lo == pytest.approx(16 / 60)  # 32 min on 2 GPUs; the chain (12 min) is shorter
+    # shared runs once: one table's jobs plus the figure's, three table jobs, two figure jobs, one dataset
+    assert total.trainings == plan.Span(13, 17) and total.epochs == plan.Span(106, 146)
+    assert total.gpu_hours.lo == pytest.approx(110.3 / 60) and total.gpu_hours.hi == pytest.approx(150.3 / 60)
+    assert total.jobs_per_rule["table"] == plan.exact(3) and total.jobs_per_rule["figure"] == plan.exact(2)
+    assert total.jobs_per_rule["itop"] == plan.exact(1) and total.jobs_per_rule["sparse_train"] == plan.Span(9, 13)
+    assert total.jobs_per_rule["prepare_data"] == plan.exact(1) and total.jobs_per_rule["pretrain"] == plan.exact(1)
+
+
+def test_on_many_gpus_the_longest_chain_bounds_the_wall_clock(small):
+    total = plan.plan(plan.merged_config([str(small)]), gpus=1000)["total"]
+    assert total.wall_hours == plan.exact(18 / 60)  # LTH's rounds, then its ticket
+
+
+def test_the_cli_prints_every_table_and_the_total(small):
+    result = subprocess.run([sys.executable, "-m", "fullspectrum.plan", "--configfile", str(small), "--gpus", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[4:]}
+    assert set(rows) == {"table1", "table2", "table3", "fig1", "fig2", "total"}
+    assert rows["total"][1:5] == ["13..17", "106..146", "1.8..2.5", "0.9..1.3"]
+
+
+def test_the_control_doubles_the_selected_trainings(small, tmp_path):
+    with_control = yaml.safe_load(small.read_text())
+    with_control["search"]["control"] = True
+    path = tmp_path / "control.yaml"
+    path.write_text(yaml.safe_dump(with_control))
+    table = plan.plan(plan.merged_config([str(path)]), gpus=2)["table1"]
+    assert table.jobs_per_rule["sparse_train"] == plan.Span(2 + 2 * 2 + 2, 2 + 2 * 6 + 2)  # PaI + 2x(1..3) + tickets
