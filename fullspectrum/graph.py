@@ -1,8 +1,22 @@
 """Spectral graph metrics of a sparse layer (DESIGN.md, "Layer graph"), computed exactly and fast.
 
-A layer's mask is a bipartite graph (outputs x inputs) with biadjacency `B`; every metric needs only the two
-largest singular values `s1 >= s2` (counted with multiplicity) of `B`, of the weighted `B_w = |W * M|`, and of
-the subgraphs of equal-degree input nodes. The authors take them from `eigsh` on the full square adjacency, which
+A layer's mask is a bipartite graph (outputs x inputs) with biadjacency `B`. The layers that have one:
+
+- Linear `[C_out, C_in]` and convolutions `[C_out, C_in, k...]` (1-, 2- and 3-D): `B = M.reshape(C_out, -1)`,
+  input nodes `(c_in, k...)`, as DESIGN.md defines it.
+- nn.MultiheadAttention's packed input projection `[3E, E]`: a Linear from the E inputs to the 3E query, key and
+  value outputs (one graph: the three share their inputs); separate q/k/v projections and the output
+  projection are Linears.
+- A grouped convolution (G groups; weight `[C_out, C_in / G, k...]`) is one graph over all its channels: output
+  node o, in group g = o // (C_out / G), has an edge to input node `(c_in, k...)` only if c_in is one of group
+  g's input channels and the mask keeps that weight. So `B` is `[C_out, C_in * k...]` and block-diagonal: block
+  g is group g's mask reshaped `[C_out / G, C_in / G * k...]`; equivalently, the weight expanded to all input
+  channels with zeros outside the group. G = 1 is the plain convolution. An input node feeds at most C_out / G
+  outputs, so a depthwise convolution with one output per channel (every input degree <= 1) has `delta_r` and
+  `lambda_gap` undefined and both iterative means 0.
+
+Every metric needs only the two largest singular values `s1 >= s2` (counted with multiplicity) of `B`, of the
+weighted `B_w = |W * M|`, and of the subgraphs of equal-degree input nodes. The authors take them from `eigsh` on the full square adjacency, which
 is slow; here each graph is solved on the small side of its biadjacency `X` (rows or columns, whichever fewer):
 
 - small graphs, and every graph on a GPU: the Gram matrix (`X X^T` or `X^T X`) in float64 and
@@ -38,10 +52,13 @@ from scipy.sparse.csgraph import connected_components
 from threadpoolctl import ThreadpoolController
 from torch import nn
 
-from .masks import check_masks, prunable_parameters
+from .masks import check_masks, prunable_parameters, weight_groups
 
 METRICS = ("delta_r", "lambda_gap", "delta_r_imdb", "lambda_imdb", "l2")
 COLUMNS = ("layer", "shape", "density", "n_out", "n_in", "dbar_out", "dbar_in") + METRICS
+# "auto": Lanczos for large graphs on the CPU, batched Gram eigvalsh otherwise; "gram": batched Gram eigvalsh for
+# every graph, the path every graph takes on a GPU (so the CPU can test it).
+SOLVERS = ("auto", "gram")
 
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
 # Lanczos; below it a dense Gram matrix and eigvalsh cost less than the Python-level Lanczos loop (measured).
@@ -117,12 +134,14 @@ def _as_tensor(value: Any, what: str) -> torch.Tensor:
     raise ValueError(f"{what} must be a numpy array or a torch tensor, got {type(value).__name__}")
 
 
-def _checked(weight: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked(weight: Any, mask: Any, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and mask as torch tensors on the weight's device, or a ValueError saying what was expected."""
     weight, mask = _as_tensor(weight, "weight"), _as_tensor(mask, "mask")
-    if weight.dim() not in (2, 4):
-        raise ValueError(f"expected a weight of shape [C_out, C_in, k, k] or [C_out, C_in], got a "
-                         f"{weight.dim()}-D tensor of shape {tuple(weight.shape)}")
+    if not 2 <= weight.dim() <= 5:
+        raise ValueError(f"expected a weight of shape [C_out, C_in] or [C_out, C_in / groups, k...] (a 1-, 2- or "
+                         f"3-D convolution), got a {weight.dim()}-D tensor of shape {tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"groups must be a positive divisor of C_out = {weight.shape[0]}, got {groups!r}")
     if tuple(mask.shape) != tuple(weight.shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from weight shape {tuple(weight.shape)}")
     if mask.dtype != torch.bool:
@@ -134,13 +153,24 @@ def _checked(weight: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return weight, mask.to(weight.device)
 
 
-def _column_major_edges(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) of the set entries of a 2-D mask, column by column (on the CPU numpy does it 3x faster)."""
-    if mask.device.type != "cpu":
-        cols, rows = mask.T.nonzero(as_tuple=True)
-        return rows, cols
-    flat = torch.from_numpy(np.flatnonzero(np.ascontiguousarray(mask.numpy().T)))
-    return flat % mask.shape[0], flat // mask.shape[0]
+def _column_major_edges(mask: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the edges of a layer's biadjacency, column by column, from its mask `[C_out, width]`.
+
+    With groups, output row o belongs to group g = o // (C_out / groups) and its column j is input node
+    g * width + j: the biadjacency is block-diagonal, `[C_out, groups * width]`. On the CPU numpy finds the set
+    entries 3x faster than torch.
+    """
+    per_group, width = mask.shape[0] // groups, mask.shape[1]
+    blocks = mask.reshape(groups, per_group, width).transpose(1, 2)  # [group, column, output in the group]
+    if mask.device.type == "cpu":
+        flat = torch.from_numpy(np.flatnonzero(np.ascontiguousarray(blocks.numpy())))
+    else:
+        flat = blocks.reshape(-1).nonzero().squeeze(1)
+    cols = flat // per_group
+    rows = flat % per_group
+    if groups > 1:
+        rows += cols // width * per_group
+    return rows, cols
 
 
 def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
@@ -150,21 +180,22 @@ def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
     return rank.index_select(0, nodes), int(rank[-1]) + 1
 
 
-def _layer(weight: Any, mask: Any) -> _Layer:
+def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     """Degrees, validity and the graphs to solve: the whole layer and each valid equal-degree input group."""
-    weight, mask = _checked(weight, mask)
+    weight, mask = _checked(weight, mask, groups)
     shape = tuple(weight.shape)
-    n_rows, n_cols = shape[0], math.prod(shape[1:])
-    # B = mask.reshape(C_out, -1): rows are the outputs, columns the (c_in, kh, kw) inputs.
-    rows, cols = _column_major_edges(mask.reshape(n_rows, n_cols))
-    magnitude = torch.take(weight, rows * n_cols + cols).to(torch.float64).abs_()
+    n_rows, width = shape[0], math.prod(shape[1:])
+    n_cols = groups * width
+    # B = mask.reshape(C_out, -1), block-diagonal over groups: rows are the outputs, columns the (c_in, k...) inputs.
+    rows, cols = _column_major_edges(mask.reshape(n_rows, width), groups)
+    magnitude = torch.take(weight, rows * width + (cols % width if groups > 1 else cols)).to(torch.float64).abs_()
     if not bool(torch.isfinite(magnitude).all()):
         raise ValueError("weight has non-finite values where the mask keeps it")
     values = torch.stack([torch.ones_like(magnitude), magnitude], dim=1)
     whole_rows, n_out = _renumber(rows, n_rows)
     whole_cols, n_in = _renumber(cols, n_cols)
     edges = rows.numel()
-    layer = _Layer(shape, n_rows * n_cols, edges, n_out, n_in)
+    layer = _Layer(shape, n_rows * width, edges, n_out, n_in)
     # Integer forms of "mean output degree >= 3 and mean input degree > 1": no rounding at the boundary.
     if n_out and edges >= 3 * n_out and edges > n_in:
         layer.whole = _Graph(whole_rows, whole_cols, values, n_out, n_in)
@@ -328,11 +359,12 @@ def _top_two_by_component(side: sp.csr_matrix, labels: np.ndarray, n_side: int) 
     return np.pad(top, (0, 2 - top.size))
 
 
-def _solve(graphs: list[_Graph]) -> None:
-    """Set `graph.top` for every graph, choosing the method by size and device."""
+def _solve(graphs: list[_Graph], solver: str) -> None:
+    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS)."""
     dense = []
     for graph in graphs:
-        if graph.values.device.type == "cpu" and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE:
+        if (solver == "auto" and graph.values.device.type == "cpu"
+                and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE):
             graph.top = _top_two_sparse(graph)
         else:
             dense.append(graph)
@@ -363,40 +395,47 @@ def _single_threaded() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _measure(layers: Mapping[str | None, tuple[Any, Any]]) -> dict[str | None, _Layer]:
+def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None, _Layer]:
     """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     parsed = {}
     with _single_threaded():
-        for name, (weight, mask) in layers.items():
+        for name, layer in layers.items():
             try:
-                parsed[name] = _layer(weight, mask)
+                if not isinstance(layer, tuple) or len(layer) not in (2, 3):
+                    raise ValueError("expected a (weight, mask) or (weight, mask, groups) tuple")
+                parsed[name] = _layer(*layer)
             except ValueError as exc:
                 if name is None:
                     raise
                 raise ValueError(f"layer {name!r}: {exc}") from exc
-        _solve([graph for layer in parsed.values() for graph in layer.graphs()])
+        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver)
     return parsed
 
 
-def measure_layers(layers: Mapping[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-layer records (shape, density, node counts, mean degrees, the five metrics) of {name: (weight, mask)}.
+def measure_layers(layers: Mapping[str, tuple], *, solver: str = "auto") -> dict[str, dict[str, Any]]:
+    """Per-layer records (shape, density, node counts, mean degrees, the five metrics) of
+    {name: (weight, mask)} or {name: (weight, mask, groups)} (a grouped convolution's `groups`; default 1).
 
     The eigenproblems of all the layers are solved together, so passing several layers at once (a mask search
-    passing the layers it changed) costs less than one call per layer.
+    passing the layers it changed) costs less than one call per layer. `solver="gram"` sends every graph the
+    way a GPU does (batched Gram eigvalsh), whatever the device.
     """
-    return {name: layer.record() for name, layer in _measure(layers).items()}
+    return {name: layer.record() for name, layer in _measure(layers, solver).items()}
 
 
-def layer_metrics(weight: Any, mask: Any) -> dict[str, float]:
+def layer_metrics(weight: Any, mask: Any, groups: int = 1, *, solver: str = "auto") -> dict[str, float]:
     """The five metrics of one layer: delta_r, lambda_gap, delta_r_imdb, lambda_imdb, l2 (NaN = undefined).
 
-    `weight`: [C_out, C_in, k, k] or [C_out, C_in], numpy or torch (CPU or CUDA); `mask`: boolean, same shape.
+    `weight`: [C_out, C_in] or [C_out, C_in / groups, k...], numpy or torch (CPU or CUDA); `mask`: boolean, same
+    shape.
     """
-    record = _measure({None: (weight, mask)})[None].record()
+    record = _measure({None: (weight, mask, groups)}, solver)[None].record()
     return {key: record[key] for key in METRICS}
 
 
-def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor], *, solver: str = "auto") -> pd.DataFrame:
     """One row per prunable layer (columns `COLUMNS`) and a last row, layer "model_mean", for the model.
 
     The model row holds the mean over layers of each metric. delta_r and lambda_gap are averaged over the layers
@@ -405,9 +444,9 @@ def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> pd.Dat
     are defined for every layer. The row's density is the fraction of all prunable weights kept; its shape,
     node counts and degrees are left empty.
     """
-    params = prunable_parameters(model)
+    params, groups = prunable_parameters(model), weight_groups(model)
     check_masks(masks, model)
-    parsed = _measure({name: (param, masks[name]) for name, param in params.items()})
+    parsed = _measure({name: (param, masks[name], groups[name]) for name, param in params.items()}, solver)
     table = pd.DataFrame([{"layer": name, **layer.record()} for name, layer in parsed.items()], columns=list(COLUMNS))
     kept, total = (sum(getattr(layer, key) for layer in parsed.values()) for key in ("edges", "size"))
     mean_row = {"layer": "model_mean", "shape": "", "density": kept / total}

@@ -217,7 +217,7 @@ def test_cuda_matches_cpu():
     (np.ones((4, 5)), np.ones((4, 6), dtype=bool), "differs from weight shape"),
     (np.ones((4, 5)), np.ones((4, 5)), "boolean mask"),
     (np.ones((4, 5)), np.ones((4, 5), dtype=np.int64), "boolean mask"),
-    (np.ones((4, 5, 3)), np.ones((4, 5, 3), dtype=bool), r"\[C_out, C_in, k, k\] or \[C_out, C_in\], got a 3-D"),
+    (np.ones((2,) * 6), np.ones((2,) * 6, dtype=bool), r"\[C_out, C_in\] or \[C_out, C_in / groups, k...\].*6-D"),
     (np.ones(5), np.ones(5, dtype=bool), "got a 1-D"),
     (np.ones((0, 5)), np.ones((0, 5), dtype=bool), "zero-sized"),
     (np.full((4, 5), np.nan), np.ones((4, 5), dtype=bool), "non-finite"),
