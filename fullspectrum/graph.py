@@ -41,7 +41,7 @@ import contextlib
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,11 @@ _LANCZOS_MIN_SIDE = 192
 # Lanczos stops when the residual norms of both top Ritz pairs are below this fraction of s1^2. The eigenvalue
 # error is then about residual^2 / gap: on ResNet masks the singular values agree with dense solves to ~1e-15.
 _LANCZOS_TOL = 1e-8
+# A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors (its basis, about
+# a hundred times that: 50 MB).
+_LANCZOS_BATCH = 1 << 16
+# model_metrics with a progress callback measures the layers in chunks of about this many weights.
+_PROGRESS_CHUNK = 5_000_000
 # Gram matrices up to this size are zero-padded to a multiple of 8 so that more of them share one batched
 # eigvalsh call (padding adds zero eigenvalues, which never displace the top two of a semidefinite matrix).
 _PAD_MAX = 32
@@ -256,35 +261,61 @@ def _top_two_eigvalsh(grams: list[torch.Tensor]) -> list[np.ndarray]:
     return out
 
 
-def _diagonal_stack(matrices: list[sp.csr_matrix]) -> sp.csr_matrix:
-    """Block-diagonal CSR of CSR matrices (what scipy.sparse.block_diag does, without its overhead)."""
+def _diagonal_stack(matrices: list[sp.csr_matrix], rows: int | None = None,
+                    cols: int | None = None) -> sp.csr_matrix:
+    """Block-diagonal CSR of CSR matrices (what scipy.sparse.block_diag does, without its overhead); with `rows`
+    or `cols`, every block is zero-padded to that many rows or columns."""
     offsets = np.cumsum([0] + [m.nnz for m in matrices])
-    columns = np.cumsum([0] + [m.shape[1] for m in matrices])
-    indptr = np.concatenate([[0]] + [m.indptr[1:] + offset for m, offset in zip(matrices, offsets)])
+    columns = np.cumsum([0] + [cols or m.shape[1] for m in matrices])
+    indptr = np.concatenate([[0]] + [np.pad(m.indptr[1:], (0, (rows or m.shape[0]) - m.shape[0]), mode="edge")
+                                     + offset for m, offset in zip(matrices, offsets)])
     indices = np.concatenate([m.indices + column for m, column in zip(matrices, columns)])
-    shape = (sum(m.shape[0] for m in matrices), int(columns[-1]))
+    shape = (indptr.size - 1, int(columns[-1]))
     return sp.csr_matrix((np.concatenate([m.data for m in matrices]), indices, indptr), shape=shape)
 
 
 def _lanczos_top_two(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matrix]) -> list[np.ndarray]:
-    """Two largest eigenvalues (descending) of `M @ M.T` for each M, all of one shape and each connected.
+    """Two largest eigenvalues (descending) of `M @ M.T` for each M (each a connected graph).
 
-    The recurrences run in lockstep on a block-diagonal operator, which halves the Python overhead per matrix.
-    Besides the three-term recurrence each new vector is orthogonalised against the whole basis, so converged
-    Ritz values never come back as spurious copies. A fixed seed makes the result reproducible. A recurrence
-    whose Krylov space became invariant has exact Ritz values; it is finished and its vectors set to zero.
+    The matrices run in lockstep batches of similar size, the batch's vectors holding at most `_LANCZOS_BATCH`
+    numbers (the basis grows to about a hundred of them).
     """
-    k, n = len(matrices), matrices[0].shape[0]
-    operator, adjoint = _diagonal_stack(matrices), _diagonal_stack(transposes)
+    order = np.argsort([m.shape[0] for m in matrices], kind="stable")
+    batches, batch = [], []
+    for index in order:
+        if batch and (len(batch) + 1) * matrices[index].shape[0] > _LANCZOS_BATCH:
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    found = {}
+    for batch in batches + [batch] * bool(batch):
+        found.update(zip(batch, _lanczos_batch([matrices[i] for i in batch], [transposes[i] for i in batch])))
+    return [found[index] for index in range(len(matrices))]
+
+
+def _lanczos_batch(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matrix]) -> list[np.ndarray]:
+    """Two largest eigenvalues (descending) of `M @ M.T` for each M, each connected: Lanczos in lockstep.
+
+    The vectors are zero-padded to the largest M's row count and advance together on one block-diagonal
+    operator, so a step's Python overhead is paid once for the whole batch; a matrix leaves the batch once its
+    top two Ritz values have converged. Besides the three-term recurrence each new vector is orthogonalised
+    against the whole basis, so converged Ritz values never come back as spurious copies. A fixed seed makes the
+    result reproducible. A recurrence whose Krylov space became invariant (at the latest after as many steps as
+    M has rows) has exact Ritz values.
+    """
+    sizes = np.array([m.shape[0] for m in matrices])
+    k, n = sizes.size, int(sizes.max())
     scale = np.array([float(m.data @ m.data) for m in matrices])  # Gram traces, bounds of the eigenvalues
-    basis = np.zeros((k, min(n, 64), n))  # basis[c, j]: the j-th Lanczos vector of matrix c
-    start = np.random.default_rng(0).standard_normal((k, n))
+    active = np.arange(k)  # the batch's matrices still running, in slot order
+    start = np.random.default_rng(0).standard_normal((k, n)) * (np.arange(n) < sizes[:, None])
+    basis = np.zeros((k, min(n, 64), n))  # basis[slot, j]: the j-th Lanczos vector of a running matrix
     basis[:, 0] = start / np.linalg.norm(start, axis=1, keepdims=True)
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
+    operator, adjoint = _diagonal_stack(matrices, rows=n), _diagonal_stack(transposes, cols=n)
     next_check = 32  # no ResNet layer graph converged in fewer steps
     for j in range(n):
-        w = (operator @ (adjoint @ basis[:, j].ravel())).reshape(k, n)
+        w = (operator @ (adjoint @ basis[:, j].ravel())).reshape(-1, n)
         alpha[:, j] = np.einsum("cn,cn->c", basis[:, j], w)
         w -= alpha[:, j, None] * basis[:, j]
         if j:
@@ -292,50 +323,56 @@ def _lanczos_top_two(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matr
         done = basis[:, : j + 1]
         w -= np.matmul(np.matmul(done, w[:, :, None]).transpose(0, 2, 1), done)[:, 0]
         beta[:, j] = np.sqrt(np.einsum("cn,cn->c", w, w))
-        exhausted = (beta[:, j] <= 1e-12 * scale) | (j + 1 == n)
+        exhausted = (beta[:, j] <= 1e-12 * scale[active]) | (j + 1 >= sizes[active])
+        finished = exhausted.copy()
         if j + 1 == next_check or exhausted.any():
-            for c in range(k):
-                if found[c] is None and (exhausted[c] or j + 1 == next_check):
-                    if j == 0:
-                        ritz, last = alpha[c, :1], np.zeros(1)
-                    else:
-                        ritz, vectors = eigh_tridiagonal(alpha[c, : j + 1], beta[c, :j], select="i",
-                                                         select_range=(j - 1, j))
-                        last = vectors[-1]
-                    if exhausted[c] or (beta[c, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
-                        found[c] = np.pad(ritz[::-1], (0, 2 - ritz.size))
-            if all(f is not None for f in found):
+            for slot, index in enumerate(active):
+                if exhausted[slot] or j + 1 == next_check:
+                    ritz, last = _top_ritz(alpha[slot, : j + 1], beta[slot, :j])
+                    if exhausted[slot] or (beta[slot, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
+                        found[index] = np.pad(ritz[::-1], (0, 2 - ritz.size))
+                        finished[slot] = True
+            if finished.all():
                 return found
             if j + 1 == next_check:
                 next_check += 8
-            w[exhausted] = 0.0
-            beta[exhausted, j] = 1.0  # only the division below sees it: the recurrence has ended
-        if j + 1 == basis.shape[1]:
-            basis = np.concatenate([basis, np.zeros((k, min(n, 2 * basis.shape[1]) - basis.shape[1], n))], 1)
+        if finished.any() or j + 1 == basis.shape[1]:  # drop the finished matrices, grow the basis when full
+            keep = ~finished
+            grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
+            grown[:, : j + 1] = basis[keep, : j + 1]
+            basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
+            if finished.any():
+                active = active[keep]
+                operator = _diagonal_stack([matrices[i] for i in active], rows=n)
+                adjoint = _diagonal_stack([transposes[i] for i in active], cols=n)
         basis[:, j + 1] = w / beta[:, j, None]
     raise AssertionError("unreachable: every recurrence ends by step n")
 
 
-def _top_two_sparse(graph: _Graph) -> np.ndarray:
-    """[channel, (s1, s2)] of a large graph on the CPU: Lanczos on each large connected component."""
+def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top two (or one) Ritz values of a Lanczos tridiagonal, ascending, and their vectors' last entries."""
+    if alpha.size == 1:
+        return alpha, np.zeros(1)
+    ritz, vectors = eigh_tridiagonal(alpha, beta, select="i", select_range=(alpha.size - 2, alpha.size - 1))
+    return ritz, vectors[-1]
+
+
+def _channels(graph: _Graph) -> list[tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]]:
+    """Per channel (topology, weight): the biadjacency with the small side as rows, its transpose (both CSR),
+    and the connected-component label of every node (small side first)."""
     rows, cols, values = graph.rows.numpy(), graph.cols.numpy(), graph.values.numpy()
     col_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=graph.n_cols))])
     side_is_rows = graph.n_rows <= graph.n_cols
     n_side, n_other = (graph.n_rows, graph.n_cols) if side_is_rows else (graph.n_cols, graph.n_rows)
-    sides, others = [], []  # per channel: the biadjacency with the small side as rows, and its transpose (CSR)
+    out = []
     for channel in (0, 1):
         transposed = sp.csr_matrix((values[:, channel], rows, col_ptr), shape=(graph.n_cols, graph.n_rows))
         transposed.eliminate_zeros()  # a kept weight that is exactly 0 is no edge of the weighted graph
         pair = (transposed.T.tocsr(), transposed)
-        sides.append(pair[not side_is_rows])
-        others.append(pair[side_is_rows])
-    labels = [_components(sides[0], n_side, n_other)]
-    labels.append(labels[0] if sides[1].nnz == sides[0].nnz else _components(sides[1], n_side, n_other))
-    if all(np.all(lab == 0) for lab in labels):  # both connected: the usual case, solved in lockstep
-        eigen = _lanczos_top_two(sides, others)
-    else:
-        eigen = [_top_two_by_component(side, lab, n_side) for side, lab in zip(sides, labels)]
-    return np.sqrt(np.clip(np.stack(eigen), 0.0, None))
+        side, other = pair[not side_is_rows], pair[side_is_rows]
+        same = channel and side.nnz == out[0][0].nnz  # no zero weight: the same graph as the topology
+        out.append((side, other, out[0][2] if same else _components(side, n_side, n_other)))
+    return out
 
 
 def _components(side: sp.csr_matrix, n_side: int, n_other: int) -> np.ndarray:
@@ -346,28 +383,41 @@ def _components(side: sp.csr_matrix, n_side: int, n_other: int) -> np.ndarray:
     return connected_components(square, directed=False)[1]
 
 
-def _top_two_by_component(side: sp.csr_matrix, labels: np.ndarray, n_side: int) -> np.ndarray:
-    """Top two eigenvalues of side @ side.T: Lanczos on each large component, one dense solve for the rest."""
-    side_labels = labels[:n_side]
-    large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
-    parts = [side[side_labels == c][:, labels[n_side:] == c] for c in large]
-    eigen = [_lanczos_top_two([part], [part.T.tocsr()])[0] for part in parts]
-    rest = side[~np.isin(side_labels, large)]
-    if rest.shape[0]:
-        eigen.append(np.linalg.eigvalsh((rest @ rest.T).toarray())[-2:])
-    top = np.sort(np.concatenate(eigen))[::-1][:2]
-    return np.pad(top, (0, 2 - top.size))
+def _solve_sparse(graphs: list[_Graph]) -> None:
+    """Set `graph.top` of large graphs on the CPU: Lanczos on every large connected component (of every graph
+    and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
+    sides, transposes, owners = [], [], []
+    eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
+    for index, graph in enumerate(graphs):
+        for channel, (side, other, labels) in enumerate(_channels(graph)):
+            parts = [(side, other)]
+            if labels.any():  # disconnected
+                side_labels, other_labels = labels[: side.shape[0]], labels[side.shape[0]:]
+                large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
+                parts = [(part, part.T.tocsr()) for part in
+                         (side[side_labels == c][:, other_labels == c] for c in large)]
+                rest = side[~np.isin(side_labels, large)]
+                if rest.shape[0]:
+                    eigen[index][channel].append(np.linalg.eigvalsh((rest @ rest.T).toarray())[-2:])
+            for part, transpose in parts:
+                sides.append(part)
+                transposes.append(transpose)
+                owners.append(eigen[index][channel])
+    for owner, top in zip(owners, _lanczos_top_two(sides, transposes)):
+        owner.append(top)
+    for graph, channels in zip(graphs, eigen):
+        tops = [np.pad(np.sort(np.concatenate(c))[::-1][:2], (0, max(0, 2 - sum(map(len, c))))) for c in channels]
+        graph.top = np.sqrt(np.clip(np.stack(tops), 0.0, None))
 
 
 def _solve(graphs: list[_Graph], solver: str) -> None:
     """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS)."""
-    dense = []
+    dense, sparse = [], []
     for graph in graphs:
-        if (solver == "auto" and graph.values.device.type == "cpu"
-                and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE):
-            graph.top = _top_two_sparse(graph)
-        else:
-            dense.append(graph)
+        lanczos = (solver == "auto" and graph.values.device.type == "cpu"
+                   and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
+        (sparse if lanczos else dense).append(graph)
+    _solve_sparse(sparse)
     eigen = _top_two_eigvalsh([gram for graph in dense for gram in _gram(graph)])
     for index, graph in enumerate(dense):
         graph.top = np.sqrt(np.clip(np.stack(eigen[2 * index: 2 * index + 2]), 0.0, None))
@@ -435,7 +485,8 @@ def layer_metrics(weight: Any, mask: Any, groups: int = 1, *, solver: str = "aut
     return {key: record[key] for key in METRICS}
 
 
-def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor], *, solver: str = "auto") -> pd.DataFrame:
+def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor], *, solver: str = "auto",
+                  progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
     """One row per prunable layer (columns `COLUMNS`) and a last row, layer "model_mean", for the model.
 
     The model row holds the mean over layers of each metric. delta_r and lambda_gap are averaged over the layers
@@ -443,10 +494,21 @@ def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor], *, solver
     make such layers look better or worse for no reason. NaN if no layer has one. The iterative means and l2
     are defined for every layer. The row's density is the fraction of all prunable weights kept; its shape,
     node counts and degrees are left empty.
+
+    With `progress`, the layers are measured in chunks of about `_PROGRESS_CHUNK` weights and `progress` is
+    called with each chunk's weight count (for a progress bar); the values are the same.
     """
     params, groups = prunable_parameters(model), weight_groups(model)
     check_masks(masks, model)
-    parsed = _measure({name: (param, masks[name], groups[name]) for name, param in params.items()}, solver)
+    parsed, chunk, size = {}, {}, 0
+    for index, (name, param) in enumerate(params.items()):
+        chunk[name] = (param, masks[name], groups[name])
+        size += param.numel()
+        if index + 1 == len(params) or (progress is not None and size >= _PROGRESS_CHUNK):
+            parsed.update(_measure(chunk, solver))
+            if progress is not None:
+                progress(size)
+            chunk, size = {}, 0
     table = pd.DataFrame([{"layer": name, **layer.record()} for name, layer in parsed.items()], columns=list(COLUMNS))
     kept, total = (sum(getattr(layer, key) for layer in parsed.values()) for key in ("edges", "size"))
     mean_row = {"layer": "model_mean", "shape": "", "density": kept / total}
