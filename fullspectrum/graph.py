@@ -16,8 +16,9 @@ A layer's mask is a bipartite graph (outputs x inputs) with biadjacency `B`. The
   `lambda_gap` undefined and both iterative means 0.
 
 Every metric needs only the two largest singular values `s1 >= s2` (counted with multiplicity) of `B`, of the
-weighted `B_w = |W * M|`, and of the subgraphs of equal-degree input nodes. The authors take them from `eigsh` on the full square adjacency, which
-is slow; here each graph is solved on the small side of its biadjacency `X` (rows or columns, whichever fewer):
+weighted `B_w = |W * M|`, and of the subgraphs of equal-degree input nodes. The authors take them from `eigsh` on
+the full square adjacency, which is slow; here each graph is solved on the small side of its biadjacency `X` (rows
+or columns, whichever fewer):
 
 - small graphs, and every graph on a GPU: the Gram matrix (`X X^T` or `X^T X`) in float64 and
   `torch.linalg.eigvalsh`, batched over graphs of equal size. Its eigenvalues are the squared singular values.
