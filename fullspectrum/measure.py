@@ -147,7 +147,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """A table written by `write_table`, with the same dtypes (integers nullable, "undefined" a string)."""
-    table = read_csv(path, TABLE_COLUMNS, what="metrics table")
+    table = read_csv(path, TABLE_COLUMNS, what="metrics table", float_precision="round_trip")
     table = table.astype({"n_out": "Int64", "n_in": "Int64", "groups": "Int64"})
     for column in ("shape", "undefined"):
         table[column] = table[column].fillna("").astype(str)
