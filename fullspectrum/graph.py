@@ -41,14 +41,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from scipy.linalg import eigh_tridiagonal
+from scipy.linalg import eigh_tridiagonal, lapack
 from scipy.sparse.csgraph import connected_components
 from threadpoolctl import ThreadpoolController
 from torch import nn
@@ -64,6 +65,10 @@ SOLVERS = ("auto", "gram")
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
 # Lanczos; below it a dense Gram matrix and eigvalsh cost less than the Python-level Lanczos loop (measured).
 _LANCZOS_MIN_SIDE = 192
+# Lanczos checks its Ritz values every this many steps, from step _LANCZOS_FIRST_CHECK on (no ResNet layer graph
+# converged in fewer steps).
+_LANCZOS_CHECK = 4
+_LANCZOS_FIRST_CHECK = 24
 # Lanczos stops when the residual norms of both top Ritz pairs are below this fraction of s1^2. The eigenvalue
 # error is then about residual^2 / gap: on ResNet masks the singular values agree with dense solves to ~1e-15.
 _LANCZOS_TOL = 1e-8
@@ -262,63 +267,95 @@ def _top_two_eigvalsh(grams: list[torch.Tensor]) -> list[np.ndarray]:
     return out
 
 
-def _diagonal_stack(matrices: list[sp.csr_matrix], rows: int | None = None,
-                    cols: int | None = None) -> sp.csr_matrix:
-    """Block-diagonal CSR of CSR matrices (what scipy.sparse.block_diag does, without its overhead); with `rows`
-    or `cols`, every block is zero-padded to that many rows or columns."""
-    offsets = np.cumsum([0] + [m.nnz for m in matrices])
-    columns = np.cumsum([0] + [cols or m.shape[1] for m in matrices])
-    indptr = np.concatenate([[0]] + [np.pad(m.indptr[1:], (0, (rows or m.shape[0]) - m.shape[0]), mode="edge")
-                                     + offset for m, offset in zip(matrices, offsets)])
-    indices = np.concatenate([m.indices + column for m, column in zip(matrices, columns)])
-    shape = (indptr.size - 1, int(columns[-1]))
-    return sp.csr_matrix((np.concatenate([m.data for m in matrices]), indices, indptr), shape=shape)
+class _Csr(NamedTuple):
+    """A CSR matrix as bare arrays: scipy's matrix objects cost more to make than most of these graphs to solve."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.indptr.size - 1
+
+    def scipy(self) -> sp.csr_matrix:
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n_rows, self.n_cols))
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> _Csr:
+        return cls(matrix.indptr, matrix.indices, matrix.data, matrix.shape[1])
 
 
-def _lanczos_top_two(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matrix]) -> list[np.ndarray]:
-    """Two largest eigenvalues (descending) of `M @ M.T` for each M (each a connected graph).
+def _diagonal_stack(matrices: list[_Csr], rows: int | None = None, cols: int | None = None) -> torch.Tensor:
+    """Block-diagonal torch CSR matrix, every block zero-padded to `rows` rows or `cols` columns when given
+    (torch's CPU product, MKL's, is about twice scipy's speed)."""
+    heights = [rows or m.n_rows for m in matrices]
+    indptr = np.empty(sum(heights) + 1, dtype=np.int32)
+    indptr[0] = 0
+    nnz = sum(m.data.size for m in matrices)
+    indices, data = np.empty(nnz, dtype=np.int32), np.empty(nnz)
+    row = edge = column = 0
+    for matrix, height in zip(matrices, heights):
+        n, end = matrix.n_rows, edge + matrix.data.size
+        np.add(matrix.indptr[1:], edge, out=indptr[row + 1: row + 1 + n], casting="unsafe")
+        indptr[row + 1 + n: row + 1 + height] = end
+        np.add(matrix.indices, column, out=indices[edge:end], casting="unsafe")
+        data[edge:end] = matrix.data
+        row, edge, column = row + height, end, column + (cols or matrix.n_cols)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(data),
+                                       size=(row, column), check_invariants=False)
+
+
+def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
+    """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T) (each M a connected graph).
 
     The matrices run in lockstep batches of similar size, the batch's vectors holding at most `_LANCZOS_BATCH`
-    numbers (the basis grows to about a hundred of them).
+    numbers (the basis grows to about fifty times that).
     """
-    order = np.argsort([m.shape[0] for m in matrices], kind="stable")
+    order = np.argsort([m.n_rows for m, _ in problems], kind="stable")
     batches, batch = [], []
     for index in order:
-        if batch and (len(batch) + 1) * matrices[index].shape[0] > _LANCZOS_BATCH:
+        if batch and (len(batch) + 1) * problems[index][0].n_rows > _LANCZOS_BATCH:
             batches.append(batch)
             batch = []
         batch.append(index)
     found = {}
     for batch in batches + [batch] * bool(batch):
-        found.update(zip(batch, _lanczos_batch([matrices[i] for i in batch], [transposes[i] for i in batch])))
-    return [found[index] for index in range(len(matrices))]
+        found.update(zip(batch, _lanczos_batch([problems[i] for i in batch])))
+    return [found[index] for index in range(len(problems))]
 
 
-def _lanczos_batch(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matrix]) -> list[np.ndarray]:
-    """Two largest eigenvalues (descending) of `M @ M.T` for each M, each connected: Lanczos in lockstep.
+def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
+    """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T), M connected: Lanczos in lockstep.
 
     The vectors are zero-padded to the largest M's row count and advance together on one block-diagonal
     operator, so a step's Python overhead is paid once for the whole batch; a matrix leaves the batch once its
-    top two Ritz values have converged. Besides the three-term recurrence each new vector is orthogonalised
-    against the whole basis, so converged Ritz values never come back as spurious copies. A fixed seed makes the
-    result reproducible. A recurrence whose Krylov space became invariant (at the latest after as many steps as
-    M has rows) has exact Ritz values.
+    top two Ritz values have converged (checked every `_LANCZOS_CHECK` steps). Besides the three-term recurrence
+    each new vector is orthogonalised against the whole basis, so converged Ritz values never come back as
+    spurious copies. A fixed seed makes the result reproducible. A recurrence whose Krylov space became invariant
+    (at the latest after as many steps as M has rows) has exact Ritz values.
     """
-    sizes = np.array([m.shape[0] for m in matrices])
+    sizes = np.array([m.n_rows for m, _ in problems])
     k, n = sizes.size, int(sizes.max())
-    scale = np.array([float(m.data @ m.data) for m in matrices])  # Gram traces, bounds of the eigenvalues
-    active = np.arange(k)  # the batch's matrices still running, in slot order
+    scale = np.array([float(m.data @ m.data) for m, _ in problems])  # Gram traces, bounds of the eigenvalues
+    active = np.arange(k)  # the batch's problems still running, in slot order
     start = np.random.default_rng(0).standard_normal((k, n)) * (np.arange(n) < sizes[:, None])
-    basis = np.zeros((k, min(n, 64), n))  # basis[slot, j]: the j-th Lanczos vector of a running matrix
+    basis = np.zeros((k, min(n, 64), n))  # basis[slot, j]: a running problem's j-th vector
     basis[:, 0] = start / np.linalg.norm(start, axis=1, keepdims=True)
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
-    operator, adjoint = _diagonal_stack(matrices, rows=n), _diagonal_stack(transposes, cols=n)
-    next_check = 32  # no ResNet layer graph converged in fewer steps
+    operator = adjoint = None
     for j in range(n):
-        w = (operator @ (adjoint @ basis[:, j].ravel())).reshape(-1, n)
-        alpha[:, j] = np.einsum("cn,cn->c", basis[:, j], w)
-        w -= alpha[:, j, None] * basis[:, j]
+        if operator is None:
+            operator = _diagonal_stack([problems[i][0] for i in active], rows=n)
+            adjoint = _diagonal_stack([problems[i][1] for i in active], cols=n)
+        v = basis[:, j]
+        w = (operator @ (adjoint @ torch.from_numpy(v.ravel()))).numpy().reshape(-1, n)
+        alpha[:, j] = np.einsum("cn,cn->c", v, w)
+        w -= alpha[:, j, None] * v
         if j:
             w -= beta[:, j - 1, None] * basis[:, j - 1]
         done = basis[:, : j + 1]
@@ -326,85 +363,100 @@ def _lanczos_batch(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matrix
         beta[:, j] = np.sqrt(np.einsum("cn,cn->c", w, w))
         exhausted = (beta[:, j] <= 1e-12 * scale[active]) | (j + 1 >= sizes[active])
         finished = exhausted.copy()
-        if j + 1 == next_check or exhausted.any():
-            for slot, index in enumerate(active):
-                if exhausted[slot] or j + 1 == next_check:
-                    ritz, last = _top_ritz(alpha[slot, : j + 1], beta[slot, :j])
-                    if exhausted[slot] or (beta[slot, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
-                        found[index] = np.pad(ritz[::-1], (0, 2 - ritz.size))
-                        finished[slot] = True
+        checking = j + 1 >= _LANCZOS_FIRST_CHECK and (j + 1) % _LANCZOS_CHECK == 0
+        if checking or exhausted.any():
+            for slot in range(active.size) if checking else np.flatnonzero(exhausted):
+                ritz, last = _top_ritz(alpha[slot, : j + 1], beta[slot, :j])
+                if exhausted[slot] or (beta[slot, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
+                    found[active[slot]] = np.pad(ritz[::-1], (0, 2 - ritz.size))
+                    finished[slot] = True
             if finished.all():
                 return found
-            if j + 1 == next_check:
-                next_check += 8
-        if finished.any() or j + 1 == basis.shape[1]:  # drop the finished matrices, grow the basis when full
+        if finished.any() or j + 1 == basis.shape[1]:  # drop the finished problems, grow the basis when full
             keep = ~finished
             grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
             grown[:, : j + 1] = basis[keep, : j + 1]
             basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
             if finished.any():
-                active = active[keep]
-                operator = _diagonal_stack([matrices[i] for i in active], rows=n)
-                adjoint = _diagonal_stack([transposes[i] for i in active], cols=n)
+                active, operator = active[keep], None
         basis[:, j + 1] = w / beta[:, j, None]
     raise AssertionError("unreachable: every recurrence ends by step n")
 
 
 def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The top two (or one) Ritz values of a Lanczos tridiagonal, ascending, and their vectors' last entries."""
-    if alpha.size == 1:
+    """The top two (or one) Ritz values of a Lanczos tridiagonal, ascending, and their vectors' last entries.
+
+    LAPACK's dstemr directly: scipy's eigh_tridiagonal around it costs ten times as much.
+    """
+    j = alpha.size
+    if j == 1:
         return alpha, np.zeros(1)
-    ritz, vectors = eigh_tridiagonal(alpha, beta, select="i", select_range=(alpha.size - 2, alpha.size - 1))
-    return ritz, vectors[-1]
+    count, ritz, vectors, info = lapack.dstemr(alpha, np.append(beta, 0.0), 3, 0.0, 0.0, j - 1, j)
+    if info or count != 2:
+        ritz, vectors = eigh_tridiagonal(alpha, beta, select="i", select_range=(j - 2, j - 1))
+    return ritz[:2], vectors[-1, :2]
 
 
-def _channels(graph: _Graph) -> list[tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]]:
-    """Per channel (topology, weight): the biadjacency with the small side as rows, its transpose (both CSR),
-    and the connected-component label of every node (small side first)."""
+def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
+    """Per channel (topology, weight): the biadjacency with the small side as rows, its transpose, and the
+    connected-component label of every node (small side first).
+
+    The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation,
+    shared by both channels.
+    """
     rows, cols, values = graph.rows.numpy(), graph.cols.numpy(), graph.values.numpy()
+    by_row = np.argsort(rows.astype(np.int16) if graph.n_rows < 2**15 else rows, kind="stable")
     col_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=graph.n_cols))])
-    side_is_rows = graph.n_rows <= graph.n_cols
-    n_side, n_other = (graph.n_rows, graph.n_cols) if side_is_rows else (graph.n_cols, graph.n_rows)
-    out = []
-    for channel in (0, 1):
-        transposed = sp.csr_matrix((values[:, channel], rows, col_ptr), shape=(graph.n_cols, graph.n_rows))
-        transposed.eliminate_zeros()  # a kept weight that is exactly 0 is no edge of the weighted graph
-        pair = (transposed.T.tocsr(), transposed)
-        side, other = pair[not side_is_rows], pair[side_is_rows]
-        same = channel and side.nnz == out[0][0].nnz  # no zero weight: the same graph as the topology
-        out.append((side, other, out[0][2] if same else _components(side, n_side, n_other)))
+    row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=graph.n_rows))])
+    row_values = values[by_row]
+    by_columns = [_Csr(col_ptr, rows, np.ascontiguousarray(values[:, c]), graph.n_rows) for c in (0, 1)]
+    by_rows = [_Csr(row_ptr, cols[by_row], np.ascontiguousarray(row_values[:, c]), graph.n_cols) for c in (0, 1)]
+    sides, others = (by_rows, by_columns) if graph.n_rows <= graph.n_cols else (by_columns, by_rows)
+    labels = _components(sides[0], others[0])
+    out = [(sides[0], others[0], labels)]
+    if sides[1].data.all():
+        out.append((sides[1], others[1], labels))
+    else:  # a kept weight of exactly 0 is no edge of the weighted graph
+        side, other = sides[1].scipy(), others[1].scipy()
+        side.eliminate_zeros()
+        other.eliminate_zeros()
+        out.append((_Csr.of(side), _Csr.of(other), _components(_Csr.of(side), _Csr.of(other))))
     return out
 
 
-def _components(side: sp.csr_matrix, n_side: int, n_other: int) -> np.ndarray:
-    """Connected-component label of every node (small side first, then the other side)."""
-    n = n_side + n_other
-    indptr = np.concatenate([side.indptr, np.full(n_other, side.nnz)])
-    square = sp.csr_matrix((side.data, side.indices + n_side, indptr), shape=(n, n))
-    return connected_components(square, directed=False)[1]
+def _components(side: _Csr, other: _Csr) -> np.ndarray:
+    """Connected-component label of every node (small side first, then the other side).
+
+    The square adjacency `[[0, side], [other, 0]]` is symmetric, so its strong components are the connected
+    ones, and scipy finds those without transposing it.
+    """
+    n_side = side.n_rows
+    indptr = np.concatenate([side.indptr, other.indptr[1:] + side.indptr[-1]])
+    indices = np.concatenate([side.indices + n_side, other.indices])
+    n = n_side + other.n_rows
+    square = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
+    return connected_components(square, directed=True, connection="strong")[1]
 
 
 def _solve_sparse(graphs: list[_Graph]) -> None:
     """Set `graph.top` of large graphs on the CPU: Lanczos on every large connected component (of every graph
     and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
-    sides, transposes, owners = [], [], []
+    problems, owners = [], []
     eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
     for index, graph in enumerate(graphs):
         for channel, (side, other, labels) in enumerate(_channels(graph)):
             parts = [(side, other)]
             if labels.any():  # disconnected
-                side_labels, other_labels = labels[: side.shape[0]], labels[side.shape[0]:]
+                matrix, side_labels, other_labels = side.scipy(), labels[: side.n_rows], labels[side.n_rows:]
                 large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
-                parts = [(part, part.T.tocsr()) for part in
-                         (side[side_labels == c][:, other_labels == c] for c in large)]
-                rest = side[~np.isin(side_labels, large)]
+                parts = [(_Csr.of(part), _Csr.of(part.T.tocsr())) for part in
+                         (matrix[side_labels == c][:, other_labels == c] for c in large)]
+                rest = matrix[~np.isin(side_labels, large)]
                 if rest.shape[0]:
                     eigen[index][channel].append(np.linalg.eigvalsh((rest @ rest.T).toarray())[-2:])
-            for part, transpose in parts:
-                sides.append(part)
-                transposes.append(transpose)
-                owners.append(eigen[index][channel])
-    for owner, top in zip(owners, _lanczos_top_two(sides, transposes)):
+            problems += parts
+            owners += [eigen[index][channel]] * len(parts)
+    for owner, top in zip(owners, _lanczos_top_two(problems)):
         owner.append(top)
     for graph, channels in zip(graphs, eigen):
         tops = [np.pad(np.sort(np.concatenate(c))[::-1][:2], (0, max(0, 2 - sum(map(len, c))))) for c in channels]
