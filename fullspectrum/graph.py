@@ -42,6 +42,7 @@ import contextlib
 import functools
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
@@ -65,6 +66,8 @@ SOLVERS = ("auto", "gram")
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
 # Lanczos; below it a dense Gram matrix and eigvalsh cost less than the Python-level Lanczos loop (measured).
 _LANCZOS_MIN_SIDE = 192
+# Independent parts of the work (layers to parse, Lanczos batches, the dense batch) run on this many threads.
+_WORKERS = 2
 # Lanczos checks its Ritz values every this many steps, from step _LANCZOS_FIRST_CHECK on (no ResNet layer graph
 # converged in fewer steps).
 _LANCZOS_CHECK = 4
@@ -74,7 +77,7 @@ _LANCZOS_FIRST_CHECK = 24
 _LANCZOS_TOL = 1e-8
 # A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors (its basis, about
 # a hundred times that: 50 MB).
-_LANCZOS_BATCH = 1 << 16
+_LANCZOS_BATCH = 2048
 # model_metrics with a progress callback measures the layers in chunks of about this many weights.
 _PROGRESS_CHUNK = 5_000_000
 # Gram matrices up to this size are zero-padded to a multiple of 8 so that more of them share one batched
@@ -323,8 +326,9 @@ def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             batch = []
         batch.append(index)
     found = {}
-    for batch in batches + [batch] * bool(batch):
-        found.update(zip(batch, _lanczos_batch([problems[i] for i in batch])))
+    batches += [batch] * bool(batch)
+    for batch, tops in zip(batches, _pool().map(_lanczos_batch, [[problems[i] for i in b] for b in batches])):
+        found.update(zip(batch, tops))
     return [found[index] for index in range(len(problems))]
 
 
@@ -443,8 +447,8 @@ def _solve_sparse(graphs: list[_Graph]) -> None:
     and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
     problems, owners = [], []
     eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
-    for index, graph in enumerate(graphs):
-        for channel, (side, other, labels) in enumerate(_channels(graph)):
+    for index, channels in enumerate(_pool().map(_channels, graphs)):
+        for channel, (side, other, labels) in enumerate(channels):
             parts = [(side, other)]
             if labels.any():  # disconnected
                 matrix, side_labels, other_labels = side.scipy(), labels[: side.n_rows], labels[side.n_rows:]
@@ -464,16 +468,30 @@ def _solve_sparse(graphs: list[_Graph]) -> None:
 
 
 def _solve(graphs: list[_Graph], solver: str) -> None:
-    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS)."""
+    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS).
+
+    The dense batch and the Lanczos batches are independent: they run on `_WORKERS` threads (their heavy parts
+    release the GIL).
+    """
     dense, sparse = [], []
     for graph in graphs:
         lanczos = (solver == "auto" and graph.values.device.type == "cpu"
                    and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
         (sparse if lanczos else dense).append(graph)
+    dense_done = _pool().submit(_solve_dense, dense)
     _solve_sparse(sparse)
-    eigen = _top_two_eigvalsh([gram for graph in dense for gram in _gram(graph)])
-    for index, graph in enumerate(dense):
+    dense_done.result()
+
+
+def _solve_dense(graphs: list[_Graph]) -> None:
+    eigen = _top_two_eigvalsh([gram for graph in graphs for gram in _gram(graph)])
+    for index, graph in enumerate(graphs):
         graph.top = np.sqrt(np.clip(np.stack(eigen[2 * index: 2 * index + 2]), 0.0, None))
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_WORKERS, thread_name_prefix="fullspectrum-graph")
 
 
 @functools.cache
@@ -502,19 +520,22 @@ def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None
     """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    parsed = {}
     with _single_threaded():
-        for name, layer in layers.items():
-            try:
-                if not isinstance(layer, tuple) or len(layer) not in (2, 3):
-                    raise ValueError("expected a (weight, mask) or (weight, mask, groups) tuple")
-                parsed[name] = _layer(*layer)
-            except ValueError as exc:
-                if name is None:
-                    raise
-                raise ValueError(f"layer {name!r}: {exc}") from exc
+        parsed = dict(zip(layers, _pool().map(_named_layer, layers.items())))
         _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver)
     return parsed
+
+
+def _named_layer(item: tuple[str | None, tuple]) -> _Layer:
+    name, layer = item
+    try:
+        if not isinstance(layer, tuple) or len(layer) not in (2, 3):
+            raise ValueError("expected a (weight, mask) or (weight, mask, groups) tuple")
+        return _layer(*layer)
+    except ValueError as exc:
+        if name is None:
+            raise
+        raise ValueError(f"layer {name!r}: {exc}") from exc
 
 
 def measure_layers(layers: Mapping[str, tuple], *, solver: str = "auto") -> dict[str, dict[str, Any]]:
