@@ -167,24 +167,28 @@ def _checked(weight: Any, mask: Any, groups: int) -> tuple[torch.Tensor, torch.T
     return weight, mask.to(weight.device)
 
 
-def _column_major_edges(mask: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) of the edges of a layer's biadjacency, column by column, from its mask `[C_out, width]`.
+def _column_major_edges(mask: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the edges of a layer's biadjacency, column by column, and each edge's index in the mask.
 
-    With groups, output row o belongs to group g = o // (C_out / groups) and its column j is input node
-    g * width + j: the biadjacency is block-diagonal, `[C_out, groups * width]`. On the CPU numpy finds the set
-    entries 3x faster than torch.
+    `mask` is `[C_out, width]`. With groups, output row o belongs to group g = o // (C_out / groups) and its
+    column j is input node g * width + j: the biadjacency is block-diagonal, `[C_out, groups * width]`. The set
+    entries are found in row-major order (on the CPU by numpy, 3x faster than torch) and put in column order by
+    a stable sort of their columns (a radix sort for 16-bit columns), cheaper than transposing the mask.
     """
     per_group, width = mask.shape[0] // groups, mask.shape[1]
-    blocks = mask.reshape(groups, per_group, width).transpose(1, 2)  # [group, column, output in the group]
     if mask.device.type == "cpu":
-        flat = torch.from_numpy(np.flatnonzero(np.ascontiguousarray(blocks.numpy())))
-    else:
-        flat = blocks.reshape(-1).nonzero().squeeze(1)
-    cols = flat // per_group
-    rows = flat % per_group
-    if groups > 1:
-        rows += cols // width * per_group
-    return rows, cols
+        flat = np.flatnonzero(mask.numpy())
+        rows = flat // width
+        cols = flat - rows * width
+        if groups > 1:
+            cols += rows // per_group * width
+        order = np.argsort(cols.astype(np.uint16) if groups * width <= 2**16 else cols, kind="stable")
+        return tuple(torch.from_numpy(part[order]) for part in (rows, cols, flat))
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    rows = flat // width
+    cols = flat - rows * width + (rows // per_group * width if groups > 1 else 0)
+    order = torch.argsort(cols, stable=True)
+    return rows[order], cols[order], flat[order]
 
 
 def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
@@ -201,8 +205,8 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     n_rows, width = shape[0], math.prod(shape[1:])
     n_cols = groups * width
     # B = mask.reshape(C_out, -1), block-diagonal over groups: rows are the outputs, columns the (c_in, k...) inputs.
-    rows, cols = _column_major_edges(mask.reshape(n_rows, width), groups)
-    magnitude = torch.take(weight, rows * width + (cols % width if groups > 1 else cols)).to(torch.float64).abs_()
+    rows, cols, index = _column_major_edges(mask.reshape(n_rows, width), groups)
+    magnitude = torch.take(weight, index).to(torch.float64).abs_()
     if not bool(torch.isfinite(magnitude).all()):
         raise ValueError("weight has non-finite values where the mask keeps it")
     values = torch.stack([torch.ones_like(magnitude), magnitude], dim=1)
