@@ -94,7 +94,7 @@ class _Graph:
 
     rows: torch.Tensor
     cols: torch.Tensor
-    values: torch.Tensor  # [edges, 2] float64: column 0 is 1 (binary B), column 1 is |w| (weighted B_w)
+    weights: torch.Tensor  # [edges] float64 |w|, the weighted B_w's entries (the binary B's are all 1)
     n_rows: int
     n_cols: int
     top: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))  # [channel, (s1, s2)], set by _solve
@@ -209,14 +209,13 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     magnitude = torch.take(weight, index).to(torch.float64).abs_()
     if not bool(torch.isfinite(magnitude).all()):
         raise ValueError("weight has non-finite values where the mask keeps it")
-    values = torch.stack([torch.ones_like(magnitude), magnitude], dim=1)
     whole_rows, n_out = _renumber(rows, n_rows)
     whole_cols, n_in = _renumber(cols, n_cols)
     edges = rows.numel()
     layer = _Layer(shape, n_rows * width, edges, n_out, n_in)
     # Integer forms of "mean output degree >= 3 and mean input degree > 1": no rounding at the boundary.
     if n_out and edges >= 3 * n_out and edges > n_in:
-        layer.whole = _Graph(whole_rows, whole_cols, values, n_out, n_in)
+        layer.whole = _Graph(whole_rows, whole_cols, magnitude, n_out, n_in)
 
     # The equal-degree groups, all at once: reorder the edges by input degree, keeping each input's run of edges
     # whole, then number each group's inputs and reached outputs 0.. within the group.
@@ -226,7 +225,7 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     run = col_degree[by_degree]
     shift = _exclusive_cumsum(col_degree)[by_degree] - _exclusive_cumsum(run)
     order = torch.repeat_interleave(shift, run) + torch.arange(edges, device=device)
-    rows, values = rows.index_select(0, order), values.index_select(0, order)
+    rows, magnitude = rows.index_select(0, order), magnitude.index_select(0, order)
     edge_degree = torch.repeat_interleave(run, run)
     counts = torch.bincount(col_degree)  # counts[d]: input nodes of degree d
     first_edge = _exclusive_cumsum(counts * torch.arange(counts.numel(), device=device))  # of degree d's run
@@ -241,7 +240,8 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
         # validity: d >= 3 (d == 0 are the isolated inputs) and mean degree of the reached outputs > 1
         if d >= 3 and count >= 2 and count * d > n_reached[d]:
             part = slice(start, start + count * d)
-            layer.groups.append((d, _Graph(group_rows[part], group_cols[part], values[part], n_reached[d], count)))
+            layer.groups.append((d, _Graph(group_rows[part], group_cols[part], magnitude[part], n_reached[d],
+                                           count)))
     return layer
 
 
@@ -251,8 +251,9 @@ def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:
 
 def _gram(graph: _Graph) -> torch.Tensor:
     """[2, n, n] float64 Gram matrices on the small side of the graph (binary and weighted channels)."""
-    dense = torch.zeros(2, graph.n_rows, graph.n_cols, dtype=torch.float64, device=graph.values.device)
-    dense[:, graph.rows, graph.cols] = graph.values.T
+    dense = torch.zeros(2, graph.n_rows, graph.n_cols, dtype=torch.float64, device=graph.weights.device)
+    dense[0, graph.rows, graph.cols] = 1.0
+    dense[1, graph.rows, graph.cols] = graph.weights
     return dense @ dense.transpose(1, 2) if graph.n_rows <= graph.n_cols else dense.transpose(1, 2) @ dense
 
 
@@ -287,7 +288,8 @@ class _Csr(NamedTuple):
         return self.indptr.size - 1
 
     def scipy(self) -> sp.csr_matrix:
-        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n_rows, self.n_cols))
+        """A scipy copy (the arrays may be shared with another channel's matrix)."""
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n_rows, self.n_cols), copy=True)
 
     @classmethod
     def of(cls, matrix: sp.csr_matrix) -> _Csr:
@@ -412,13 +414,13 @@ def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
     The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation,
     shared by both channels.
     """
-    rows, cols, values = graph.rows.numpy(), graph.cols.numpy(), graph.values.numpy()
+    rows, cols, weights = graph.rows.numpy(), graph.cols.numpy(), graph.weights.numpy()
     by_row = np.argsort(rows.astype(np.int16) if graph.n_rows < 2**15 else rows, kind="stable")
     col_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=graph.n_cols))])
     row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=graph.n_rows))])
-    row_values = values[by_row]
-    by_columns = [_Csr(col_ptr, rows, np.ascontiguousarray(values[:, c]), graph.n_rows) for c in (0, 1)]
-    by_rows = [_Csr(row_ptr, cols[by_row], np.ascontiguousarray(row_values[:, c]), graph.n_cols) for c in (0, 1)]
+    ones, row_cols = np.ones(rows.size), cols[by_row]
+    by_columns = [_Csr(col_ptr, rows, data, graph.n_rows) for data in (ones, weights)]
+    by_rows = [_Csr(row_ptr, row_cols, data, graph.n_cols) for data in (ones, weights[by_row])]
     sides, others = (by_rows, by_columns) if graph.n_rows <= graph.n_cols else (by_columns, by_rows)
     labels = _components(sides[0], others[0])
     out = [(sides[0], others[0], labels)]
@@ -479,7 +481,7 @@ def _solve(graphs: list[_Graph], solver: str) -> None:
     """
     dense, sparse = [], []
     for graph in graphs:
-        lanczos = (solver == "auto" and graph.values.device.type == "cpu"
+        lanczos = (solver == "auto" and graph.weights.device.type == "cpu"
                    and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
         (sparse if lanczos else dense).append(graph)
     dense_done = _pool().submit(_solve_dense, dense)
