@@ -1,6 +1,7 @@
 """fullspectrum.graph against a straightforward reference: dense eigendecompositions of full square adjacencies."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -263,6 +264,22 @@ def test_model_metrics_of_every_layer_type(solver):
     for name, param in prunable_parameters(model).items():
         reference = grouped_reference(param.detach().double().numpy(), masks[name].numpy(), groups[name])
         assert_metrics_close(table.loc[name].to_dict(), reference, name)
+
+
+def test_results_do_not_depend_on_threads_or_on_the_other_layers(monkeypatch):
+    model = models.build_seeded("resnet18", 10, 16, seed=0)
+    masks = pruning.make_mask(model, "erk", 0.05, seed=0)
+    monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 64)  # width 16: layer4's graphs go to Lanczos
+    table = graph.model_metrics(model, masks).set_index("layer")
+    with ThreadPoolExecutor(1) as one_thread:
+        monkeypatch.setattr(graph, "_pool", lambda: one_thread)
+        alone = graph.model_metrics(model, masks).set_index("layer")
+        params = prunable_parameters(model)
+        subset = graph.measure_layers({name: (params[name], masks[name]) for name in list(params)[-4:]})
+    pd.testing.assert_frame_equal(alone, table)
+    for name, record in subset.items():
+        for key in graph.METRICS:
+            assert record[key] == pytest.approx(table.loc[name, key], rel=1e-12, nan_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- hand-checked
