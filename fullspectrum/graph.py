@@ -531,9 +531,15 @@ def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     with _single_threaded():
-        parsed = dict(zip(layers, _pool().map(_named_layer, layers.items())))
-        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver)
-    return parsed
+        items = sorted(layers.items(), key=lambda item: -_size(item[1]))  # the largest first: the threads end together
+        parsed = dict(zip([name for name, _ in items], _pool().map(_named_layer, items)))
+        _solve([graph for name in layers for graph in parsed[name].graphs()], solver)
+    return {name: parsed[name] for name in layers}
+
+
+def _size(layer: Any) -> int:
+    weight = layer[0] if isinstance(layer, tuple) and layer else None
+    return int(np.prod(weight.shape)) if hasattr(weight, "shape") else 0
 
 
 def _named_layer(item: tuple[str | None, tuple]) -> _Layer:
