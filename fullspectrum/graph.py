@@ -78,8 +78,9 @@ _LANCZOS_FIRST_CHECK = 24
 # Lanczos stops when the residual norms of both top Ritz pairs are below this fraction of s1^2. The eigenvalue
 # error is then about residual^2 / gap: on ResNet masks the singular values agree with dense solves to ~1e-15.
 _LANCZOS_TOL = 1e-8
-# A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors (its basis, about
-# a hundred times that: 50 MB).
+# A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors, so that the batch
+# (its basis some fifty vectors deep: about 2 MB) stays in cache; larger batches measured slower, smaller ones
+# pay more Python overhead per step.
 _LANCZOS_BATCH = 4096
 # model_metrics with a progress callback measures the layers in chunks of about this many weights.
 _PROGRESS_CHUNK = 5_000_000
@@ -325,7 +326,7 @@ def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T) (each M a connected graph).
 
     The matrices run in lockstep batches of similar size, the batch's vectors holding at most `_LANCZOS_BATCH`
-    numbers (the basis grows to about fifty times that).
+    numbers; the batches run on the thread pool.
     """
     order = np.argsort([m.n_rows for m, _ in problems], kind="stable")
     batches, batch = [], []
