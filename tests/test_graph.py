@@ -201,6 +201,13 @@ def test_layer_types_agree_with_dense_reference(shape, groups, density, path, mo
     assert_metrics_close(ours, grouped_reference(weight, mask, groups), f"{shape} groups={groups}")
 
 
+@pytest.mark.parametrize("shape,groups", [((24, 36), 1), ((24, 12), 3), ((16, 9), 16)])
+def test_the_gpu_edge_listing_matches_the_cpu_one(shape, groups):
+    mask = torch.from_numpy(np.random.default_rng(0).random(shape) < 0.3)
+    for ours, theirs in zip(graph._column_major_edges(mask, groups), graph._column_major_edges_torch(mask, groups)):
+        assert torch.equal(ours, theirs)
+
+
 def test_depthwise_with_one_output_per_channel_is_undefined():
     weight, mask = random_layer((16, 1, 5, 5), 0.6, seed=1)
     ours = graph.layer_metrics(weight, mask, 16)
