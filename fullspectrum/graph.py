@@ -34,9 +34,9 @@ or columns, whichever fewer):
 Squaring loses nothing that matters: a singular value close to s1 is as exact as with the full adjacency, and
 one far below it (s2 of a near-complete graph) is off by at most ~1e-8 * s1, which moves no metric by more than
 ~1e-7 relative. tests/test_graph.py checks agreement with dense solves of the full adjacency to 1e-5 relative;
-benchmarks/graph_metrics.py compares the speed with the straightforward method. The layers are parsed, and the
-dense batch and the Lanczos batches solved, on `_WORKERS` threads, each running torch and BLAS single-threaded
-(see `_single_threaded`); the results do not depend on the number of threads.
+benchmarks/graph_metrics.py compares the speed with the straightforward method. The work runs on one thread
+(see `_single_threaded`; a second thread running independent batches measured no faster, GIL-bound, and cost 50%
+more CPU).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ import contextlib
 import functools
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
@@ -69,8 +68,6 @@ SOLVERS = ("auto", "gram")
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
 # Lanczos; below it a dense Gram matrix and eigvalsh cost less (measured on ResNet18 masks: equal near 150).
 _LANCZOS_MIN_SIDE = 160
-# Independent parts of the work (layers to parse, Lanczos batches, the dense batch) run on this many threads.
-_WORKERS = 2
 # Lanczos checks its Ritz values every this many steps, from step _LANCZOS_FIRST_CHECK on (no ResNet layer graph
 # converged in fewer steps).
 _LANCZOS_CHECK = 4
@@ -332,7 +329,7 @@ def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T) (each M a connected graph).
 
     The matrices run in lockstep batches of similar size, the batch's vectors holding at most `_LANCZOS_BATCH`
-    numbers; the batches run on the thread pool.
+    numbers.
     """
     order = np.argsort([m.n_rows for m, _ in problems], kind="stable")
     batches, batch = [], []
@@ -342,9 +339,8 @@ def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             batch = []
         batch.append(index)
     found = {}
-    batches += [batch] * bool(batch)
-    for batch, tops in zip(batches, _pool().map(_lanczos_batch, [[problems[i] for i in b] for b in batches])):
-        found.update(zip(batch, tops))
+    for batch in batches + [batch] * bool(batch):
+        found.update(zip(batch, _lanczos_batch([problems[i] for i in batch])))
     return [found[index] for index in range(len(problems))]
 
 
@@ -464,8 +460,8 @@ def _solve_sparse(graphs: list[_Graph]) -> None:
     and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
     problems, owners = [], []
     eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
-    for index, channels in enumerate(_pool().map(_channels, graphs)):
-        for channel, (side, other, labels) in enumerate(channels):
+    for index, graph in enumerate(graphs):
+        for channel, (side, other, labels) in enumerate(_channels(graph)):
             parts = [(side, other)]
             if labels.any():  # disconnected
                 matrix, side_labels, other_labels = side.scipy(), labels[: side.n_rows], labels[side.n_rows:]
@@ -485,30 +481,20 @@ def _solve_sparse(graphs: list[_Graph]) -> None:
 
 
 def _solve(graphs: list[_Graph], solver: str) -> None:
-    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS).
-
-    The dense batch and the Lanczos batches are independent: they run on `_WORKERS` threads (their heavy parts
-    release the GIL).
-    """
+    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS)."""
     dense, sparse = [], []
     for graph in graphs:
         lanczos = (solver == "auto" and graph.weights.device.type == "cpu"
                    and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
         (sparse if lanczos else dense).append(graph)
-    dense_done = _pool().submit(_solve_dense, dense)
     _solve_sparse(sparse)
-    dense_done.result()
+    _solve_dense(dense)
 
 
 def _solve_dense(graphs: list[_Graph]) -> None:
     eigen = _top_two_eigvalsh([gram for graph in graphs for gram in _gram(graph)])
     for index, graph in enumerate(graphs):
         graph.top = np.sqrt(np.clip(np.stack(eigen[2 * index: 2 * index + 2]), 0.0, None))
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_WORKERS, thread_name_prefix="fullspectrum-graph")
 
 
 @functools.cache
@@ -538,19 +524,12 @@ def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     with _single_threaded():
-        items = sorted(layers.items(), key=lambda item: -_size(item[1]))  # the largest first: the threads end together
-        parsed = dict(zip([name for name, _ in items], _pool().map(_named_layer, items)))
-        _solve([graph for name in layers for graph in parsed[name].graphs()], solver)
-    return {name: parsed[name] for name in layers}
+        parsed = {name: _named_layer(name, layer) for name, layer in layers.items()}
+        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver)
+    return parsed
 
 
-def _size(layer: Any) -> int:
-    weight = layer[0] if isinstance(layer, tuple) and layer else None
-    return int(np.prod(weight.shape)) if hasattr(weight, "shape") else 0
-
-
-def _named_layer(item: tuple[str | None, tuple]) -> _Layer:
-    name, layer = item
+def _named_layer(name: str | None, layer: tuple) -> _Layer:
     try:
         if not isinstance(layer, tuple) or len(layer) not in (2, 3):
             raise ValueError("expected a (weight, mask) or (weight, mask, groups) tuple")
