@@ -1,8 +1,9 @@
 """The straightforward computation of the graph metrics (DESIGN.md, "Layer graph"), written independently of
 fullspectrum.graph: square adjacencies, one eigenproblem per layer and per degree group.
 
-Two solvers for the top singular values: dense `eigvalsh` (the tests' oracle) and ARPACK `eigsh`, k=3 (the
-benchmark's baseline, the method the authors' code uses).
+A grouped convolution is measured as its ungrouped equivalent (`expand_groups`), the definition in
+fullspectrum/graph.py's docstring. Two solvers for the top singular values: dense `eigvalsh` (the tests' oracle)
+and ARPACK `eigsh`, k=3 (the benchmark's baseline, the method the authors' code uses).
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def eigsh_top_two(biadjacency: np.ndarray) -> tuple[float, float]:
     if square.shape[0] <= 4:  # eigsh needs k < n
         return _first_and_third(np.linalg.eigvalsh(square.toarray()))
     return _first_and_third(eigsh(square, k=3, which="LM", return_eigenvectors=False))
+
+
+def expand_groups(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped convolution's weight `[C_out, C_in / groups, k...]` as the ungrouped `[C_out, C_in, k...]`:
+    output channel o (group o // (C_out / groups)) keeps its weights on its own group's input channels and
+    has zeros on every other input channel. Works for masks (bool) as well."""
+    out_channels, per_group = weight.shape[0], weight.shape[1]
+    full = np.zeros((out_channels, per_group * groups) + weight.shape[2:], dtype=weight.dtype)
+    outputs_per_group = out_channels // groups
+    for o in range(out_channels):
+        g = o // outputs_per_group
+        full[o, g * per_group:(g + 1) * per_group] = weight[o]
+    return full
 
 
 def straightforward_metrics(weight: np.ndarray, mask: np.ndarray, top_two: TopTwo = dense_top_two) -> dict:

@@ -1,24 +1,42 @@
 """Spectral graph metrics of a sparse layer (DESIGN.md, "Layer graph"), computed exactly and fast.
 
-A layer's mask is a bipartite graph (outputs x inputs) with biadjacency `B`; every metric needs only the two
-largest singular values `s1 >= s2` (counted with multiplicity) of `B`, of the weighted `B_w = |W * M|`, and of
-the subgraphs of equal-degree input nodes. The authors take them from `eigsh` on the full square adjacency, which
-is slow; here each graph is solved on the small side of its biadjacency `X` (rows or columns, whichever fewer):
+A layer's mask is a bipartite graph (outputs x inputs) with biadjacency `B`. The layers that have one:
 
-- small graphs, and every graph on a GPU: the Gram matrix (`X X^T` or `X^T X`) in float64 and
-  `torch.linalg.eigvalsh`, batched over graphs of equal size. Its eigenvalues are the squared singular values.
-- large graphs on the CPU: Lanczos on `X X^T`, applied as `X (X^T v)` with scipy sparse matrices (the Gram is
-  never formed), with full reorthogonalisation, until the residuals of the top two Ritz values are below
-  `_LANCZOS_TOL * s1^2`; the topology and weight channels of a graph run in lockstep. Lanczos from one start
-  vector finds each distinct eigenvalue once, so it runs on one connected component at a time: a connected
-  graph's top eigenvalue is simple (Perron-Frobenius), so the second Ritz value converges to the true `s2` even
-  when `s1` has multiplicity > 1 across components. Small components go the dense way.
+- Linear `[C_out, C_in]` and convolutions `[C_out, C_in, k...]` (1-, 2- and 3-D): `B = M.reshape(C_out, -1)`,
+  input nodes `(c_in, k...)`, as DESIGN.md defines it.
+- nn.MultiheadAttention's packed input projection `[3E, E]`: a Linear from the E inputs to the 3E query, key and
+  value outputs (one graph: the three share their inputs); separate q/k/v projections and the output
+  projection are Linears.
+- A grouped convolution (G groups; weight `[C_out, C_in / G, k...]`) is one graph over all its channels: output
+  node o, in group g = o // (C_out / G), has an edge to input node `(c_in, k...)` only if c_in is one of group
+  g's input channels and the mask keeps that weight. So `B` is `[C_out, C_in * k...]` and block-diagonal: block
+  g is group g's mask reshaped `[C_out / G, C_in / G * k...]`; equivalently, the weight expanded to all input
+  channels with zeros outside the group. G = 1 is the plain convolution. An input node feeds at most C_out / G
+  outputs, so a depthwise convolution with one output per channel (every input degree <= 1) has `delta_r` and
+  `lambda_gap` undefined and both iterative means 0.
+
+Every metric needs only the two largest singular values `s1 >= s2` (counted with multiplicity) of `B`, of the
+weighted `B_w = |W * M|`, and of the subgraphs of equal-degree input nodes. The authors take them from `eigsh` on
+the full square adjacency, which is slow; here each graph is solved on the small side of its biadjacency `X` (rows
+or columns, whichever fewer):
+
+- small graphs, and every graph on a GPU (or with `solver="gram"`, which tests that path on the CPU): the
+  Gram matrix (`X X^T` or `X^T X`) in float64 and `torch.linalg.eigvalsh`, batched over graphs of equal size.
+  Its eigenvalues are the squared singular values.
+- large graphs on the CPU: Lanczos on `X X^T`, applied as `X (X^T v)` with sparse matrices (the Gram is never
+  formed), with full reorthogonalisation, until the residuals of the top two Ritz values are below
+  `_LANCZOS_TOL * s1^2`. Lanczos from one start vector finds each distinct eigenvalue once, so it runs on one
+  connected component at a time: a connected graph's top eigenvalue is simple (Perron-Frobenius), so the second
+  Ritz value converges to the true `s2` even when `s1` has multiplicity > 1 across components. Small components
+  go the dense way. The components of all graphs and both channels run in lockstep batches of similar size: one
+  block-diagonal sparse product per step for the whole batch (MKL's, through torch: twice scipy's speed).
 
 Squaring loses nothing that matters: a singular value close to s1 is as exact as with the full adjacency, and
 one far below it (s2 of a near-complete graph) is off by at most ~1e-8 * s1, which moves no metric by more than
 ~1e-7 relative. tests/test_graph.py checks agreement with dense solves of the full adjacency to 1e-5 relative;
 benchmarks/graph_metrics.py compares the speed with the straightforward method. The work runs on one thread
-(see `_single_threaded`).
+(see `_single_threaded`; a second thread running independent batches measured no faster, GIL-bound, and cost 50%
+more CPU).
 """
 
 from __future__ import annotations
@@ -26,29 +44,43 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from scipy.linalg import eigh_tridiagonal
+from scipy.linalg import eigh_tridiagonal, lapack
 from scipy.sparse.csgraph import connected_components
 from threadpoolctl import ThreadpoolController
 from torch import nn
 
-from .masks import check_masks, prunable_parameters
+from .masks import check_masks, prunable_parameters, weight_groups
 
 METRICS = ("delta_r", "lambda_gap", "delta_r_imdb", "lambda_imdb", "l2")
 COLUMNS = ("layer", "shape", "density", "n_out", "n_in", "dbar_out", "dbar_in") + METRICS
+# "auto": Lanczos for large graphs on the CPU, batched Gram eigvalsh otherwise; "gram": batched Gram eigvalsh for
+# every graph, the path every graph takes on a GPU (so the CPU can test it).
+SOLVERS = ("auto", "gram")
 
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
-# Lanczos; below it a dense Gram matrix and eigvalsh cost less than the Python-level Lanczos loop (measured).
-_LANCZOS_MIN_SIDE = 192
+# Lanczos; below it a dense Gram matrix and eigvalsh cost less (measured on ResNet18 masks: equal near 150).
+_LANCZOS_MIN_SIDE = 160
+# Lanczos checks its Ritz values every this many steps, from step _LANCZOS_FIRST_CHECK on (no ResNet layer graph
+# converged in fewer steps).
+_LANCZOS_CHECK = 4
+_LANCZOS_FIRST_CHECK = 24
 # Lanczos stops when the residual norms of both top Ritz pairs are below this fraction of s1^2. The eigenvalue
 # error is then about residual^2 / gap: on ResNet masks the singular values agree with dense solves to ~1e-15.
 _LANCZOS_TOL = 1e-8
+# A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors, so that the batch
+# (its basis some fifty vectors deep: about 2 MB) stays in cache; larger batches measured slower, smaller ones
+# pay more Python overhead per step.
+_LANCZOS_BATCH = 4096
+# model_metrics with a progress callback measures the layers in chunks of about this many weights.
+_PROGRESS_CHUNK = 5_000_000
 # Gram matrices up to this size are zero-padded to a multiple of 8 so that more of them share one batched
 # eigvalsh call (padding adds zero eigenvalues, which never displace the top two of a semidefinite matrix).
 _PAD_MAX = 32
@@ -63,7 +95,7 @@ class _Graph:
 
     rows: torch.Tensor
     cols: torch.Tensor
-    values: torch.Tensor  # [edges, 2] float64: column 0 is 1 (binary B), column 1 is |w| (weighted B_w)
+    weights: torch.Tensor  # [edges] float64 |w|, the weighted B_w's entries (the binary B's are all 1)
     n_rows: int
     n_cols: int
     top: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))  # [channel, (s1, s2)], set by _solve
@@ -117,12 +149,14 @@ def _as_tensor(value: Any, what: str) -> torch.Tensor:
     raise ValueError(f"{what} must be a numpy array or a torch tensor, got {type(value).__name__}")
 
 
-def _checked(weight: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked(weight: Any, mask: Any, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and mask as torch tensors on the weight's device, or a ValueError saying what was expected."""
     weight, mask = _as_tensor(weight, "weight"), _as_tensor(mask, "mask")
-    if weight.dim() not in (2, 4):
-        raise ValueError(f"expected a weight of shape [C_out, C_in, k, k] or [C_out, C_in], got a "
-                         f"{weight.dim()}-D tensor of shape {tuple(weight.shape)}")
+    if not 2 <= weight.dim() <= 5:
+        raise ValueError(f"expected a weight of shape [C_out, C_in] or [C_out, C_in / groups, k...] (a 1-, 2- or "
+                         f"3-D convolution), got a {weight.dim()}-D tensor of shape {tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"groups must be a positive divisor of C_out = {weight.shape[0]}, got {groups!r}")
     if tuple(mask.shape) != tuple(weight.shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from weight shape {tuple(weight.shape)}")
     if mask.dtype != torch.bool:
@@ -134,13 +168,34 @@ def _checked(weight: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return weight, mask.to(weight.device)
 
 
-def _column_major_edges(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) of the set entries of a 2-D mask, column by column (on the CPU numpy does it 3x faster)."""
+def _column_major_edges(mask: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the edges of a layer's biadjacency, column by column, and each edge's index in the mask.
+
+    `mask` is `[C_out, width]`. With groups, output row o belongs to group g = o // (C_out / groups) and its
+    column j is input node g * width + j: the biadjacency is block-diagonal, `[C_out, groups * width]`. The set
+    entries are found in row-major order and put in column order by a stable sort of their columns, cheaper than
+    transposing the mask. On the CPU numpy does it (3x faster than torch; a radix sort for 16-bit columns).
+    """
     if mask.device.type != "cpu":
-        cols, rows = mask.T.nonzero(as_tuple=True)
-        return rows, cols
-    flat = torch.from_numpy(np.flatnonzero(np.ascontiguousarray(mask.numpy().T)))
-    return flat % mask.shape[0], flat // mask.shape[0]
+        return _column_major_edges_torch(mask, groups)
+    per_group, width = mask.shape[0] // groups, mask.shape[1]
+    flat = np.flatnonzero(mask.numpy())
+    rows = flat // width
+    cols = flat - rows * width
+    if groups > 1:
+        cols += rows // per_group * width
+    order = np.argsort(cols.astype(np.uint16) if groups * width <= 2**16 else cols, kind="stable")
+    return tuple(torch.from_numpy(part[order]) for part in (rows, cols, flat))
+
+
+def _column_major_edges_torch(mask: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_column_major_edges` in torch, on the mask's device (a GPU's)."""
+    per_group, width = mask.shape[0] // groups, mask.shape[1]
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    rows = flat // width
+    cols = flat - rows * width + (rows // per_group * width if groups > 1 else 0)
+    order = torch.argsort(cols, stable=True)
+    return rows[order], cols[order], flat[order]
 
 
 def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
@@ -150,24 +205,24 @@ def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
     return rank.index_select(0, nodes), int(rank[-1]) + 1
 
 
-def _layer(weight: Any, mask: Any) -> _Layer:
+def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     """Degrees, validity and the graphs to solve: the whole layer and each valid equal-degree input group."""
-    weight, mask = _checked(weight, mask)
+    weight, mask = _checked(weight, mask, groups)
     shape = tuple(weight.shape)
-    n_rows, n_cols = shape[0], math.prod(shape[1:])
-    # B = mask.reshape(C_out, -1): rows are the outputs, columns the (c_in, kh, kw) inputs.
-    rows, cols = _column_major_edges(mask.reshape(n_rows, n_cols))
-    magnitude = torch.take(weight, rows * n_cols + cols).to(torch.float64).abs_()
+    n_rows, width = shape[0], math.prod(shape[1:])
+    n_cols = groups * width
+    # B = mask.reshape(C_out, -1), block-diagonal over groups: rows are the outputs, columns the (c_in, k...) inputs.
+    rows, cols, index = _column_major_edges(mask.reshape(n_rows, width), groups)
+    magnitude = torch.take(weight, index).to(torch.float64).abs_()
     if not bool(torch.isfinite(magnitude).all()):
         raise ValueError("weight has non-finite values where the mask keeps it")
-    values = torch.stack([torch.ones_like(magnitude), magnitude], dim=1)
     whole_rows, n_out = _renumber(rows, n_rows)
     whole_cols, n_in = _renumber(cols, n_cols)
     edges = rows.numel()
-    layer = _Layer(shape, n_rows * n_cols, edges, n_out, n_in)
+    layer = _Layer(shape, n_rows * width, edges, n_out, n_in)
     # Integer forms of "mean output degree >= 3 and mean input degree > 1": no rounding at the boundary.
     if n_out and edges >= 3 * n_out and edges > n_in:
-        layer.whole = _Graph(whole_rows, whole_cols, values, n_out, n_in)
+        layer.whole = _Graph(whole_rows, whole_cols, magnitude, n_out, n_in)
 
     # The equal-degree groups, all at once: reorder the edges by input degree, keeping each input's run of edges
     # whole, then number each group's inputs and reached outputs 0.. within the group.
@@ -177,7 +232,7 @@ def _layer(weight: Any, mask: Any) -> _Layer:
     run = col_degree[by_degree]
     shift = _exclusive_cumsum(col_degree)[by_degree] - _exclusive_cumsum(run)
     order = torch.repeat_interleave(shift, run) + torch.arange(edges, device=device)
-    rows, values = rows.index_select(0, order), values.index_select(0, order)
+    rows, magnitude = rows.index_select(0, order), magnitude.index_select(0, order)
     edge_degree = torch.repeat_interleave(run, run)
     counts = torch.bincount(col_degree)  # counts[d]: input nodes of degree d
     first_edge = _exclusive_cumsum(counts * torch.arange(counts.numel(), device=device))  # of degree d's run
@@ -192,7 +247,8 @@ def _layer(weight: Any, mask: Any) -> _Layer:
         # validity: d >= 3 (d == 0 are the isolated inputs) and mean degree of the reached outputs > 1
         if d >= 3 and count >= 2 and count * d > n_reached[d]:
             part = slice(start, start + count * d)
-            layer.groups.append((d, _Graph(group_rows[part], group_cols[part], values[part], n_reached[d], count)))
+            layer.groups.append((d, _Graph(group_rows[part], group_cols[part], magnitude[part], n_reached[d],
+                                           count)))
     return layer
 
 
@@ -202,8 +258,9 @@ def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:
 
 def _gram(graph: _Graph) -> torch.Tensor:
     """[2, n, n] float64 Gram matrices on the small side of the graph (binary and weighted channels)."""
-    dense = torch.zeros(2, graph.n_rows, graph.n_cols, dtype=torch.float64, device=graph.values.device)
-    dense[:, graph.rows, graph.cols] = graph.values.T
+    dense = torch.zeros(2, graph.n_rows, graph.n_cols, dtype=torch.float64, device=graph.weights.device)
+    dense[0, graph.rows, graph.cols] = 1.0
+    dense[1, graph.rows, graph.cols] = graph.weights
     return dense @ dense.transpose(1, 2) if graph.n_rows <= graph.n_cols else dense.transpose(1, 2) @ dense
 
 
@@ -225,119 +282,218 @@ def _top_two_eigvalsh(grams: list[torch.Tensor]) -> list[np.ndarray]:
     return out
 
 
-def _diagonal_stack(matrices: list[sp.csr_matrix]) -> sp.csr_matrix:
-    """Block-diagonal CSR of CSR matrices (what scipy.sparse.block_diag does, without its overhead)."""
-    offsets = np.cumsum([0] + [m.nnz for m in matrices])
-    columns = np.cumsum([0] + [m.shape[1] for m in matrices])
-    indptr = np.concatenate([[0]] + [m.indptr[1:] + offset for m, offset in zip(matrices, offsets)])
-    indices = np.concatenate([m.indices + column for m, column in zip(matrices, columns)])
-    shape = (sum(m.shape[0] for m in matrices), int(columns[-1]))
-    return sp.csr_matrix((np.concatenate([m.data for m in matrices]), indices, indptr), shape=shape)
+class _Csr(NamedTuple):
+    """A CSR matrix as bare arrays: scipy's matrix objects cost more to make than most of these graphs to solve."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.indptr.size - 1
+
+    def scipy(self) -> sp.csr_matrix:
+        """A scipy copy (the arrays may be shared with another channel's matrix)."""
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n_rows, self.n_cols), copy=True)
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> _Csr:
+        return cls(matrix.indptr, matrix.indices, matrix.data, matrix.shape[1])
 
 
-def _lanczos_top_two(matrices: list[sp.csr_matrix], transposes: list[sp.csr_matrix]) -> list[np.ndarray]:
-    """Two largest eigenvalues (descending) of `M @ M.T` for each M, all of one shape and each connected.
+def _diagonal_stack(matrices: list[_Csr], rows: int | None = None, cols: int | None = None) -> torch.Tensor:
+    """Block-diagonal torch CSR matrix, every block zero-padded to `rows` rows or `cols` columns when given
+    (torch's CPU product, MKL's, is about twice scipy's speed)."""
+    heights = [rows or m.n_rows for m in matrices]
+    indptr = np.empty(sum(heights) + 1, dtype=np.int32)
+    indptr[0] = 0
+    nnz = sum(m.data.size for m in matrices)
+    indices, data = np.empty(nnz, dtype=np.int32), np.empty(nnz)
+    row = edge = column = 0
+    for matrix, height in zip(matrices, heights):
+        n, end = matrix.n_rows, edge + matrix.data.size
+        np.add(matrix.indptr[1:], edge, out=indptr[row + 1: row + 1 + n], casting="unsafe")
+        indptr[row + 1 + n: row + 1 + height] = end
+        np.add(matrix.indices, column, out=indices[edge:end], casting="unsafe")
+        data[edge:end] = matrix.data
+        row, edge, column = row + height, end, column + (cols or matrix.n_cols)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(data),
+                                       size=(row, column), check_invariants=False)
 
-    The recurrences run in lockstep on a block-diagonal operator, which halves the Python overhead per matrix.
-    Besides the three-term recurrence each new vector is orthogonalised against the whole basis, so converged
-    Ritz values never come back as spurious copies. A fixed seed makes the result reproducible. A recurrence
-    whose Krylov space became invariant has exact Ritz values; it is finished and its vectors set to zero.
+
+def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
+    """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T) (each M a connected graph).
+
+    The matrices run in lockstep batches of similar size, the batch's vectors holding at most `_LANCZOS_BATCH`
+    numbers.
     """
-    k, n = len(matrices), matrices[0].shape[0]
-    operator, adjoint = _diagonal_stack(matrices), _diagonal_stack(transposes)
-    scale = np.array([float(m.data @ m.data) for m in matrices])  # Gram traces, bounds of the eigenvalues
-    basis = np.zeros((k, min(n, 64), n))  # basis[c, j]: the j-th Lanczos vector of matrix c
-    start = np.random.default_rng(0).standard_normal((k, n))
-    basis[:, 0] = start / np.linalg.norm(start, axis=1, keepdims=True)
+    order = np.argsort([m.n_rows for m, _ in problems], kind="stable")
+    batches, batch = [], []
+    for index in order:
+        if batch and (len(batch) + 1) * problems[index][0].n_rows > _LANCZOS_BATCH:
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    found = {}
+    for batch in batches + [batch] * bool(batch):
+        found.update(zip(batch, _lanczos_batch([problems[i] for i in batch])))
+    return [found[index] for index in range(len(problems))]
+
+
+def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
+    """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T), M connected: Lanczos in lockstep.
+
+    The vectors are zero-padded to the largest M's row count and advance together on one block-diagonal
+    operator, so a step's Python overhead is paid once for the whole batch; a matrix leaves the batch once its
+    top two Ritz values have converged (checked every `_LANCZOS_CHECK` steps). Besides the three-term recurrence
+    each new vector is orthogonalised against the whole basis, so converged Ritz values never come back as
+    spurious copies. A fixed seed makes the result reproducible. A recurrence whose Krylov space became invariant
+    (at the latest after as many steps as M has rows) has exact Ritz values.
+    """
+    sizes = np.array([m.n_rows for m, _ in problems])
+    k, n = sizes.size, int(sizes.max())
+    scale = np.array([float(m.data @ m.data) for m, _ in problems])  # Gram traces, bounds of the eigenvalues
+    active = np.arange(k)  # the batch's problems still running, in slot order
+    basis = np.zeros((k, min(n, 64), n))  # basis[slot, j]: a running problem's j-th vector
+    for slot, size in enumerate(sizes):  # a start vector that depends on the problem alone, not on its batch
+        start = np.random.default_rng(0).standard_normal(size)
+        basis[slot, 0, :size] = start / np.linalg.norm(start)
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
-    next_check = 32  # no ResNet layer graph converged in fewer steps
+    operator = adjoint = None
     for j in range(n):
-        w = (operator @ (adjoint @ basis[:, j].ravel())).reshape(k, n)
-        alpha[:, j] = np.einsum("cn,cn->c", basis[:, j], w)
-        w -= alpha[:, j, None] * basis[:, j]
+        if operator is None:
+            operator = _diagonal_stack([problems[i][0] for i in active], rows=n)
+            adjoint = _diagonal_stack([problems[i][1] for i in active], cols=n)
+        v = basis[:, j]
+        w = (operator @ (adjoint @ torch.from_numpy(v.ravel()))).numpy().reshape(-1, n)
+        alpha[:, j] = np.einsum("cn,cn->c", v, w)
+        w -= alpha[:, j, None] * v
         if j:
             w -= beta[:, j - 1, None] * basis[:, j - 1]
         done = basis[:, : j + 1]
         w -= np.matmul(np.matmul(done, w[:, :, None]).transpose(0, 2, 1), done)[:, 0]
         beta[:, j] = np.sqrt(np.einsum("cn,cn->c", w, w))
-        exhausted = (beta[:, j] <= 1e-12 * scale) | (j + 1 == n)
-        if j + 1 == next_check or exhausted.any():
-            for c in range(k):
-                if found[c] is None and (exhausted[c] or j + 1 == next_check):
-                    if j == 0:
-                        ritz, last = alpha[c, :1], np.zeros(1)
-                    else:
-                        ritz, vectors = eigh_tridiagonal(alpha[c, : j + 1], beta[c, :j], select="i",
-                                                         select_range=(j - 1, j))
-                        last = vectors[-1]
-                    if exhausted[c] or (beta[c, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
-                        found[c] = np.pad(ritz[::-1], (0, 2 - ritz.size))
-            if all(f is not None for f in found):
+        exhausted = (beta[:, j] <= 1e-12 * scale[active]) | (j + 1 >= sizes[active])
+        finished = exhausted.copy()
+        checking = j + 1 >= _LANCZOS_FIRST_CHECK and (j + 1) % _LANCZOS_CHECK == 0
+        if checking or exhausted.any():
+            for slot in range(active.size) if checking else np.flatnonzero(exhausted):
+                ritz, last = _top_ritz(alpha[slot, : j + 1], beta[slot, :j])
+                if exhausted[slot] or (beta[slot, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
+                    found[active[slot]] = np.pad(ritz[::-1], (0, 2 - ritz.size))
+                    finished[slot] = True
+            if finished.all():
                 return found
-            if j + 1 == next_check:
-                next_check += 8
-            w[exhausted] = 0.0
-            beta[exhausted, j] = 1.0  # only the division below sees it: the recurrence has ended
-        if j + 1 == basis.shape[1]:
-            basis = np.concatenate([basis, np.zeros((k, min(n, 2 * basis.shape[1]) - basis.shape[1], n))], 1)
+        if finished.any() or j + 1 == basis.shape[1]:  # drop the finished problems, grow the basis when full
+            keep = ~finished
+            grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
+            grown[:, : j + 1] = basis[keep, : j + 1]
+            basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
+            if finished.any():
+                active, operator = active[keep], None
         basis[:, j + 1] = w / beta[:, j, None]
     raise AssertionError("unreachable: every recurrence ends by step n")
 
 
-def _top_two_sparse(graph: _Graph) -> np.ndarray:
-    """[channel, (s1, s2)] of a large graph on the CPU: Lanczos on each large connected component."""
-    rows, cols, values = graph.rows.numpy(), graph.cols.numpy(), graph.values.numpy()
+def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top two (or one) Ritz values of a Lanczos tridiagonal, ascending, and their vectors' last entries.
+
+    LAPACK's dstemr directly: scipy's eigh_tridiagonal around it costs ten times as much.
+    """
+    j = alpha.size
+    if j == 1:
+        return alpha, np.zeros(1)
+    count, ritz, vectors, info = lapack.dstemr(alpha, np.append(beta, 0.0), 3, 0.0, 0.0, j - 1, j)
+    if info or count != 2:
+        ritz, vectors = eigh_tridiagonal(alpha, beta, select="i", select_range=(j - 2, j - 1))
+    return ritz[:2], vectors[-1, :2]
+
+
+def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
+    """Per channel (topology, weight): the biadjacency with the small side as rows, its transpose, and the
+    connected-component label of every node (small side first).
+
+    The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation,
+    shared by both channels.
+    """
+    rows, cols, weights = graph.rows.numpy(), graph.cols.numpy(), graph.weights.numpy()
+    by_row = np.argsort(rows.astype(np.int16) if graph.n_rows < 2**15 else rows, kind="stable")
     col_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=graph.n_cols))])
-    side_is_rows = graph.n_rows <= graph.n_cols
-    n_side, n_other = (graph.n_rows, graph.n_cols) if side_is_rows else (graph.n_cols, graph.n_rows)
-    sides, others = [], []  # per channel: the biadjacency with the small side as rows, and its transpose (CSR)
-    for channel in (0, 1):
-        transposed = sp.csr_matrix((values[:, channel], rows, col_ptr), shape=(graph.n_cols, graph.n_rows))
-        transposed.eliminate_zeros()  # a kept weight that is exactly 0 is no edge of the weighted graph
-        pair = (transposed.T.tocsr(), transposed)
-        sides.append(pair[not side_is_rows])
-        others.append(pair[side_is_rows])
-    labels = [_components(sides[0], n_side, n_other)]
-    labels.append(labels[0] if sides[1].nnz == sides[0].nnz else _components(sides[1], n_side, n_other))
-    if all(np.all(lab == 0) for lab in labels):  # both connected: the usual case, solved in lockstep
-        eigen = _lanczos_top_two(sides, others)
-    else:
-        eigen = [_top_two_by_component(side, lab, n_side) for side, lab in zip(sides, labels)]
-    return np.sqrt(np.clip(np.stack(eigen), 0.0, None))
+    row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=graph.n_rows))])
+    ones, row_cols = np.ones(rows.size), cols[by_row]
+    by_columns = [_Csr(col_ptr, rows, data, graph.n_rows) for data in (ones, weights)]
+    by_rows = [_Csr(row_ptr, row_cols, data, graph.n_cols) for data in (ones, weights[by_row])]
+    sides, others = (by_rows, by_columns) if graph.n_rows <= graph.n_cols else (by_columns, by_rows)
+    labels = _components(sides[0], others[0])
+    out = [(sides[0], others[0], labels)]
+    if sides[1].data.all():
+        out.append((sides[1], others[1], labels))
+    else:  # a kept weight of exactly 0 is no edge of the weighted graph
+        side, other = sides[1].scipy(), others[1].scipy()
+        side.eliminate_zeros()
+        other.eliminate_zeros()
+        out.append((_Csr.of(side), _Csr.of(other), _components(_Csr.of(side), _Csr.of(other))))
+    return out
 
 
-def _components(side: sp.csr_matrix, n_side: int, n_other: int) -> np.ndarray:
-    """Connected-component label of every node (small side first, then the other side)."""
-    n = n_side + n_other
-    indptr = np.concatenate([side.indptr, np.full(n_other, side.nnz)])
-    square = sp.csr_matrix((side.data, side.indices + n_side, indptr), shape=(n, n))
-    return connected_components(square, directed=False)[1]
+def _components(side: _Csr, other: _Csr) -> np.ndarray:
+    """Connected-component label of every node (small side first, then the other side).
+
+    The square adjacency `[[0, side], [other, 0]]` is symmetric, so its strong components are the connected
+    ones, and scipy finds those without transposing it.
+    """
+    n_side = side.n_rows
+    indptr = np.concatenate([side.indptr, other.indptr[1:] + side.indptr[-1]])
+    indices = np.concatenate([side.indices + n_side, other.indices])
+    n = n_side + other.n_rows
+    square = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
+    return connected_components(square, directed=True, connection="strong")[1]
 
 
-def _top_two_by_component(side: sp.csr_matrix, labels: np.ndarray, n_side: int) -> np.ndarray:
-    """Top two eigenvalues of side @ side.T: Lanczos on each large component, one dense solve for the rest."""
-    side_labels = labels[:n_side]
-    large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
-    parts = [side[side_labels == c][:, labels[n_side:] == c] for c in large]
-    eigen = [_lanczos_top_two([part], [part.T.tocsr()])[0] for part in parts]
-    rest = side[~np.isin(side_labels, large)]
-    if rest.shape[0]:
-        eigen.append(np.linalg.eigvalsh((rest @ rest.T).toarray())[-2:])
-    top = np.sort(np.concatenate(eigen))[::-1][:2]
-    return np.pad(top, (0, 2 - top.size))
+def _solve_sparse(graphs: list[_Graph]) -> None:
+    """Set `graph.top` of large graphs on the CPU: Lanczos on every large connected component (of every graph
+    and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
+    problems, owners = [], []
+    eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
+    for index, graph in enumerate(graphs):
+        for channel, (side, other, labels) in enumerate(_channels(graph)):
+            parts = [(side, other)]
+            if labels.any():  # disconnected
+                matrix, side_labels, other_labels = side.scipy(), labels[: side.n_rows], labels[side.n_rows:]
+                large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
+                parts = [(_Csr.of(part), _Csr.of(part.T.tocsr())) for part in
+                         (matrix[side_labels == c][:, other_labels == c] for c in large)]
+                rest = matrix[~np.isin(side_labels, large)]
+                if rest.shape[0]:
+                    eigen[index][channel].append(np.linalg.eigvalsh((rest @ rest.T).toarray())[-2:])
+            problems += parts
+            owners += [eigen[index][channel]] * len(parts)
+    for owner, top in zip(owners, _lanczos_top_two(problems)):
+        owner.append(top)
+    for graph, channels in zip(graphs, eigen):
+        tops = [np.pad(np.sort(np.concatenate(c))[::-1][:2], (0, max(0, 2 - sum(map(len, c))))) for c in channels]
+        graph.top = np.sqrt(np.clip(np.stack(tops), 0.0, None))
 
 
-def _solve(graphs: list[_Graph]) -> None:
-    """Set `graph.top` for every graph, choosing the method by size and device."""
-    dense = []
+def _solve(graphs: list[_Graph], solver: str) -> None:
+    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS)."""
+    dense, sparse = [], []
     for graph in graphs:
-        if graph.values.device.type == "cpu" and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE:
-            graph.top = _top_two_sparse(graph)
-        else:
-            dense.append(graph)
-    eigen = _top_two_eigvalsh([gram for graph in dense for gram in _gram(graph)])
-    for index, graph in enumerate(dense):
+        lanczos = (solver == "auto" and graph.weights.device.type == "cpu"
+                   and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
+        (sparse if lanczos else dense).append(graph)
+    _solve_sparse(sparse)
+    _solve_dense(dense)
+
+
+def _solve_dense(graphs: list[_Graph]) -> None:
+    eigen = _top_two_eigvalsh([gram for graph in graphs for gram in _gram(graph)])
+    for index, graph in enumerate(graphs):
         graph.top = np.sqrt(np.clip(np.stack(eigen[2 * index: 2 * index + 2]), 0.0, None))
 
 
@@ -363,40 +519,50 @@ def _single_threaded() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _measure(layers: Mapping[str | None, tuple[Any, Any]]) -> dict[str | None, _Layer]:
+def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None, _Layer]:
     """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
-    parsed = {}
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     with _single_threaded():
-        for name, (weight, mask) in layers.items():
-            try:
-                parsed[name] = _layer(weight, mask)
-            except ValueError as exc:
-                if name is None:
-                    raise
-                raise ValueError(f"layer {name!r}: {exc}") from exc
-        _solve([graph for layer in parsed.values() for graph in layer.graphs()])
+        parsed = {name: _named_layer(name, layer) for name, layer in layers.items()}
+        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver)
     return parsed
 
 
-def measure_layers(layers: Mapping[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-layer records (shape, density, node counts, mean degrees, the five metrics) of {name: (weight, mask)}.
+def _named_layer(name: str | None, layer: tuple) -> _Layer:
+    try:
+        if not isinstance(layer, tuple) or len(layer) not in (2, 3):
+            raise ValueError("expected a (weight, mask) or (weight, mask, groups) tuple")
+        return _layer(*layer)
+    except ValueError as exc:
+        if name is None:
+            raise
+        raise ValueError(f"layer {name!r}: {exc}") from exc
+
+
+def measure_layers(layers: Mapping[str, tuple], *, solver: str = "auto") -> dict[str, dict[str, Any]]:
+    """Per-layer records (shape, density, node counts, mean degrees, the five metrics) of
+    {name: (weight, mask)} or {name: (weight, mask, groups)} (a grouped convolution's `groups`; default 1).
 
     The eigenproblems of all the layers are solved together, so passing several layers at once (a mask search
-    passing the layers it changed) costs less than one call per layer.
+    passing the layers it changed) costs less than one call per layer. `solver="gram"` sends every graph the
+    way a GPU does (batched Gram eigvalsh), whatever the device.
     """
-    return {name: layer.record() for name, layer in _measure(layers).items()}
+    return {name: layer.record() for name, layer in _measure(layers, solver).items()}
 
 
-def layer_metrics(weight: Any, mask: Any) -> dict[str, float]:
+def layer_metrics(weight: Any, mask: Any, groups: int = 1, *, solver: str = "auto") -> dict[str, float]:
     """The five metrics of one layer: delta_r, lambda_gap, delta_r_imdb, lambda_imdb, l2 (NaN = undefined).
 
-    `weight`: [C_out, C_in, k, k] or [C_out, C_in], numpy or torch (CPU or CUDA); `mask`: boolean, same shape.
+    `weight`: [C_out, C_in] or [C_out, C_in / groups, k...], numpy or torch (CPU or CUDA); `mask`: boolean, same
+    shape.
     """
-    record = _measure({None: (weight, mask)})[None].record()
+    record = _measure({None: (weight, mask, groups)}, solver)[None].record()
     return {key: record[key] for key in METRICS}
 
 
-def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor], *, solver: str = "auto",
+                  progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
     """One row per prunable layer (columns `COLUMNS`) and a last row, layer "model_mean", for the model.
 
     The model row holds the mean over layers of each metric. delta_r and lambda_gap are averaged over the layers
@@ -404,10 +570,21 @@ def model_metrics(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> pd.Dat
     make such layers look better or worse for no reason. NaN if no layer has one. The iterative means and l2
     are defined for every layer. The row's density is the fraction of all prunable weights kept; its shape,
     node counts and degrees are left empty.
+
+    With `progress`, the layers are measured in chunks of about `_PROGRESS_CHUNK` weights and `progress` is
+    called with each chunk's weight count (for a progress bar); the values are the same.
     """
-    params = prunable_parameters(model)
+    params, groups = prunable_parameters(model), weight_groups(model)
     check_masks(masks, model)
-    parsed = _measure({name: (param, masks[name]) for name, param in params.items()})
+    parsed, chunk, size = {}, {}, 0
+    for index, (name, param) in enumerate(params.items()):
+        chunk[name] = (param, masks[name], groups[name])
+        size += param.numel()
+        if index + 1 == len(params) or (progress is not None and size >= _PROGRESS_CHUNK):
+            parsed.update(_measure(chunk, solver))
+            if progress is not None:
+                progress(size)
+            chunk, size = {}, 0
     table = pd.DataFrame([{"layer": name, **layer.record()} for name, layer in parsed.items()], columns=list(COLUMNS))
     kept, total = (sum(getattr(layer, key) for layer in parsed.values()) for key in ("edges", "size"))
     mean_row = {"layer": "model_mean", "shape": "", "density": kept / total}

@@ -86,15 +86,15 @@ def write_csv(frame, path: str | os.PathLike, **kwargs) -> None:
         frame.to_csv(tmp, **kwargs)
 
 
-def read_csv(path: str | os.PathLike, required_columns=(), what: str = "CSV file"):
-    """Read a CSV and check it has the columns the caller relies on."""
+def read_csv(path: str | os.PathLike, required_columns=(), what: str = "CSV file", **kwargs):
+    """Read a CSV (`kwargs` go to pandas.read_csv) and check it has the columns the caller relies on."""
     import pandas as pd
 
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{what} {path} does not exist; run the step that makes it.")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputFileError(f"{what} {path} cannot be parsed ({exc}); delete it and rerun.") from exc
     missing = [c for c in required_columns if c not in frame.columns]

@@ -1,14 +1,19 @@
 """Prunable weights, the mask file format every stage shares, and mask arithmetic.
 
-A mask is a dict `{parameter name: bool tensor}` covering every Conv2d and Linear weight (biases and BatchNorm
-are never pruned). A mask file is `torch.save({"masks": masks, "meta": {...}})`, the meta recording at least
-method, target and achieved density, per-layer densities, seed, model, dataset and source checkpoint.
+A mask is a dict `{parameter name: bool tensor}` covering every weight that carries a layer graph (DESIGN.md,
+"Layer graph"): Conv1d/2d/3d (grouped ones included), Linear, and nn.MultiheadAttention's input projection
+(`in_proj_weight`, or `q/k/v_proj_weight` when keys and values have their own sizes; its output projection is a
+Linear). Biases, normalisation layers and embeddings are never pruned. For the CIFAR ResNets these are their
+Conv2d and Linear weights.
+
+A mask file is `torch.save({"masks": masks, "meta": {...}})`, the meta recording at least method, target and
+achieved density, per-layer densities, seed, model, dataset and source checkpoint.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -21,13 +26,45 @@ Masks = dict[str, torch.Tensor]
 REQUIRED_META = ("method", "target_density", "density", "layer_density", "seed", "model", "dataset", "source")
 
 
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _weight_attributes(module: nn.Module) -> tuple[str, ...]:
+    """The names of a module's own weights that carry a layer graph (none for other modules)."""
+    if isinstance(module, _CONVOLUTIONS + (nn.Linear,)):
+        return ("weight",)
+    if isinstance(module, nn.MultiheadAttention):
+        return ("in_proj_weight",) if module._qkv_same_embed_dim else ("q_proj_weight", "k_proj_weight",
+                                                                       "v_proj_weight")
+    return ()
+
+
+def _prunable(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """(weight name, module, attribute) of every prunable weight, in model order."""
+    for module_name, module in model.named_modules():
+        for attribute in _weight_attributes(module):
+            yield f"{module_name}.{attribute}" if module_name else attribute, module, attribute
+
+
 def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every Conv2d and Linear weight, keyed by its `named_parameters()` name, in model order."""
-    return {
-        f"{module_name}.weight" if module_name else "weight": module.weight
-        for module_name, module in model.named_modules()
-        if isinstance(module, (nn.Conv2d, nn.Linear))
-    }
+    """Every weight that carries a layer graph, keyed by its `named_parameters()` name, in model order.
+
+    A weight pruned with torch.nn.utils.prune is its `<name>_orig` parameter, still keyed by the weight's name.
+    """
+    return {name: getattr(module, f"{attribute}_orig", getattr(module, attribute))
+            for name, module, attribute in _prunable(model)}
+
+
+def weight_groups(model: nn.Module) -> dict[str, int]:
+    """The number of groups of every prunable weight (a convolution's `groups`, else 1): its graph needs it."""
+    return {name: module.groups if isinstance(module, _CONVOLUTIONS) else 1
+            for name, module, _ in _prunable(model)}
+
+
+def pruned_masks(model: nn.Module) -> Masks:
+    """The masks torch.nn.utils.prune holds in a model (its `<name>_mask` buffers), as bool tensors."""
+    return {name: getattr(module, f"{attribute}_mask").detach().bool()
+            for name, module, attribute in _prunable(model) if hasattr(module, f"{attribute}_mask")}
 
 
 def density(masks: Mapping[str, torch.Tensor]) -> float:

@@ -1,7 +1,7 @@
 """Pruning-at-initialisation (PaI) masks: SNIP, GraSP, SynFlow, ERK, Random and Magnitude.
 
 Every method returns a mask `{parameter name: bool tensor}` over the prunable weights of
-`masks.prunable_parameters(model)` (every Conv2d and Linear weight).
+`masks.prunable_parameters(model)` (every Conv1d/2d/3d, Linear and attention-projection weight).
 
 - Global methods (snip, grasp, synflow, magnitude) rank one score per weight over all prunable layers together
   and keep exactly `round(density * N)` weights (N = number of prunable weights) with one global threshold.
@@ -407,7 +407,7 @@ def make_mask(model: nn.Module, method: str, density: float, batches: Batches | 
         raise ValueError(f"rounds must be >= 1, got {rounds!r}")
     params = prunable_parameters(model)
     if not params:
-        raise ValueError("the model has no prunable (Conv2d/Linear) weight")
+        raise ValueError("the model has no prunable (convolution, linear or attention) weight")
     device = next(iter(params.values())).device
     if method in DATA_METHODS:
         batches = _materialise_batches(batches, method)

@@ -32,7 +32,7 @@ from . import graph
 from .data import DeviceData
 from .io import InputFileError
 from .torch_io import fingerprint, load_torch, save_torch
-from .masks import Masks, check_masks, density as mask_density, prunable_parameters
+from .masks import Masks, check_masks, density as mask_density, prunable_parameters, weight_groups
 from .methods import DATA_METHODS, NOISY_METHODS
 from .pruning import make_mask
 from .errors import Preempted
@@ -107,9 +107,10 @@ def control_masks(model: nn.Module, method: str, density: float, data: DeviceDat
             for index in range(1, count + 1)]
 
 
-def measure(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], names) -> dict[str, dict]:
-    """The search's metrics of the named layers, all eigenproblems solved in one batch."""
-    records = graph.measure_layers({name: (params[name].detach(), masks[name]) for name in names})
+def measure(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], names,
+            groups: Mapping[str, int]) -> dict[str, dict]:
+    """The search's metrics of the named layers (`groups`: masks.weight_groups), eigenproblems solved together."""
+    records = graph.measure_layers({name: (params[name].detach(), masks[name], groups[name]) for name in names})
     return {name: {key: float(records[name][key]) for key in LOGGED_KEYS} for name in names}
 
 
@@ -183,7 +184,8 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
     baseline = {k: v.to(device) for k, v in baseline.items()}
     fingerprint = _fingerprint(model, method, density, cfg, seed, baseline, data)
 
-    baseline_metrics = measure(params, baseline, params)
+    groups = weight_groups(model)
+    baseline_metrics = measure(params, baseline, params, groups)
     state = _State(baseline, {name: dict(m) for name, m in baseline_metrics.items()})
     workdir = Path(workdir) if workdir else None
     state_path = workdir / "state.pt" if workdir else None
@@ -218,7 +220,7 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
                 torch.cuda.synchronize(device)
             scored = time.perf_counter()
             changed = [name for name in params if not torch.equal(candidate[name], state.best[name])]
-            cand_metrics = measure(params, candidate, changed)
+            cand_metrics = measure(params, candidate, changed, groups)
             accepted = accept_layers(state.best, state.best_metrics, candidate, cand_metrics)
             for name in params:
                 state.explored[name] |= candidate[name]

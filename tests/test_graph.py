@@ -9,9 +9,11 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from threadpoolctl import threadpool_limits
 
-from benchmarks.graph_reference import dense_top_two, straightforward_metrics
+from torch import nn
+
+from benchmarks.graph_reference import dense_top_two, expand_groups, straightforward_metrics
 from fullspectrum import graph, models, pruning
-from fullspectrum.masks import prunable_parameters
+from fullspectrum.masks import prunable_parameters, weight_groups
 
 RTOL = 1e-5
 
@@ -19,6 +21,11 @@ RTOL = 1e-5
 # The reference, written independently of graph.py (shared with benchmarks/graph_metrics.py).
 def reference_metrics(weight: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return straightforward_metrics(weight, mask, dense_top_two)
+
+
+def grouped_reference(weight: np.ndarray, mask: np.ndarray, groups: int) -> dict[str, float]:
+    """A grouped layer measured as its ungrouped equivalent (zeros outside each output's group)."""
+    return reference_metrics(expand_groups(weight, groups), expand_groups(mask, groups))
 
 
 def assert_metrics_close(ours: dict, reference: dict, context="") -> None:
@@ -168,6 +175,117 @@ def test_weights_that_are_zero_under_the_mask():
     assert_metrics_close(graph.layer_metrics(weight, mask), reference_metrics(weight, mask))
 
 
+# ------------------------------------------------------------------------------------------- layer types
+
+LAYER_TYPES = [  # (id, weight shape, groups, density)
+    ("grouped-conv2d", (24, 4, 3, 3), 3, 0.3),       # 12 input channels in 3 groups of 4
+    ("grouped-conv2d-sparse", (64, 8, 3, 3), 4, 0.1),
+    ("depthwise-conv2d-x4", (64, 1, 3, 3), 16, 0.8),  # 16 channels, 4 outputs each
+    ("depthwise-conv2d", (16, 1, 5, 5), 16, 0.6),     # 1 output per channel: every input degree <= 1
+    ("conv1d", (20, 6, 5), 1, 0.3),
+    ("grouped-conv1d", (20, 3, 5), 2, 0.4),
+    ("conv3d", (12, 4, 3, 3, 3), 1, 0.2),
+    ("linear", (30, 50), 1, 0.2),
+    ("attention-in-proj", (48, 16), 1, 0.3),          # packed q, k, v of embed dim 16
+]
+
+
+@pytest.mark.parametrize("path", ["auto", "gram", "lanczos"])
+@pytest.mark.parametrize("shape,groups,density", [t[1:] for t in LAYER_TYPES], ids=[t[0] for t in LAYER_TYPES])
+def test_layer_types_agree_with_dense_reference(shape, groups, density, path, monkeypatch):
+    if path == "lanczos":
+        monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 2)
+    weight, mask = random_layer(shape, density, seed=sum(shape) + groups)
+    ours = graph.layer_metrics(weight, mask, groups, solver="gram" if path == "gram" else "auto")
+    assert_metrics_close(ours, grouped_reference(weight, mask, groups), f"{shape} groups={groups}")
+
+
+@pytest.mark.parametrize("shape,groups", [((24, 36), 1), ((24, 12), 3), ((16, 9), 16)])
+def test_the_gpu_edge_listing_matches_the_cpu_one(shape, groups):
+    mask = torch.from_numpy(np.random.default_rng(0).random(shape) < 0.3)
+    for ours, theirs in zip(graph._column_major_edges(mask, groups), graph._column_major_edges_torch(mask, groups)):
+        assert torch.equal(ours, theirs)
+
+
+def test_depthwise_with_one_output_per_channel_is_undefined():
+    weight, mask = random_layer((16, 1, 5, 5), 0.6, seed=1)
+    ours = graph.layer_metrics(weight, mask, 16)
+    assert math.isnan(ours["delta_r"]) and math.isnan(ours["lambda_gap"])
+    assert ours["delta_r_imdb"] == ours["lambda_imdb"] == ours["l2"] == 0.0
+
+
+def test_groups_are_not_the_plain_reshape():
+    """Grouping keeps the groups' input nodes apart: reading the weight ungrouped would merge them."""
+    weight, mask = random_layer((24, 4, 3, 3), 0.9, seed=2)
+    grouped, plain = graph.layer_metrics(weight, mask, 3), graph.layer_metrics(weight, mask)
+    assert graph.measure_layers({"l": (weight, mask, 3)})["l"]["n_in"] == 3 * 36  # 4 * 3 * 3 inputs per group
+    assert grouped["delta_r"] != pytest.approx(plain["delta_r"])
+
+
+@pytest.mark.parametrize("solver", graph.SOLVERS)
+def test_large_grouped_layer_by_either_path(solver):
+    weight, mask = random_layer((512, 32, 3, 3), 0.08, seed=3)  # 4 groups of 128 outputs and 288 inputs
+    assert_metrics_close(graph.layer_metrics(weight, mask, 4, solver=solver), grouped_reference(weight, mask, 4))
+
+
+class EveryLayerType(nn.Module):
+    """One layer of each kind that carries a weight graph (no forward: only the weights are measured)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(4, 12, 3)
+        self.grouped = nn.Conv2d(12, 24, 3, groups=3)
+        self.depthwise = nn.Conv2d(24, 48, 3, groups=24)
+        self.conv3d = nn.Conv3d(2, 8, 3)
+        self.norm = nn.BatchNorm2d(8)
+        self.attention = nn.MultiheadAttention(16, 4)
+        self.cross_attention = nn.MultiheadAttention(16, 2, kdim=8, vdim=12)
+        self.head = nn.Linear(16, 10)
+
+
+def test_prunable_weights_of_every_layer_type():
+    model = EveryLayerType()
+    assert list(prunable_parameters(model)) == [
+        "conv1d.weight", "grouped.weight", "depthwise.weight", "conv3d.weight", "attention.in_proj_weight",
+        "attention.out_proj.weight", "cross_attention.q_proj_weight", "cross_attention.k_proj_weight",
+        "cross_attention.v_proj_weight", "cross_attention.out_proj.weight", "head.weight"]
+    assert weight_groups(model) == {name: {"grouped.weight": 3, "depthwise.weight": 24}.get(name, 1)
+                                    for name in prunable_parameters(model)}
+
+
+def test_cifar_resnet_prunable_weights_are_its_conv2d_and_linear_weights():
+    model = models.build("resnet18", 10, 4)
+    expected = [f"{name}.weight" for name, module in model.named_modules()
+                if isinstance(module, (nn.Conv2d, nn.Linear))]
+    assert list(prunable_parameters(model)) == expected
+    assert set(weight_groups(model).values()) == {1}
+
+
+@pytest.mark.parametrize("solver", graph.SOLVERS)
+def test_model_metrics_of_every_layer_type(solver):
+    model = EveryLayerType()
+    masks = pruning.make_mask(model, "erk", 0.3, seed=0)
+    table = graph.model_metrics(model, masks, solver=solver).set_index("layer")
+    groups = weight_groups(model)
+    for name, param in prunable_parameters(model).items():
+        reference = grouped_reference(param.detach().double().numpy(), masks[name].numpy(), groups[name])
+        assert_metrics_close(table.loc[name].to_dict(), reference, name)
+
+
+def test_results_do_not_depend_on_the_other_layers(monkeypatch):
+    """Lanczos batches mix layers; a layer's values must not depend on which others are measured with it."""
+    model = models.build_seeded("resnet18", 10, 16, seed=0)
+    masks = pruning.make_mask(model, "erk", 0.05, seed=0)
+    monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 64)  # width 16: layer4's graphs go to Lanczos
+    table = graph.model_metrics(model, masks).set_index("layer")
+    params = prunable_parameters(model)
+    for names in (list(params)[-4:], list(params)[-1:]):
+        subset = graph.measure_layers({name: (params[name], masks[name]) for name in names})
+        for name, record in subset.items():
+            for key in graph.METRICS:
+                assert record[key] == pytest.approx(table.loc[name, key], rel=1e-12, nan_ok=True)
+
+
 # ------------------------------------------------------------------------------------------- hand-checked
 
 def test_complete_bipartite_k33_by_hand():
@@ -214,11 +332,24 @@ def test_cuda_matches_cpu():
     assert on_gpu == pytest.approx(graph.layer_metrics(weight, mask), rel=1e-9, nan_ok=True)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_metrics_of_every_layer_type_match_the_reference():
+    model = EveryLayerType()
+    masks = pruning.make_mask(model, "erk", 0.3, seed=0)
+    cpu_params = {name: param.detach().double().numpy() for name, param in prunable_parameters(model).items()}
+    model.cuda()
+    table = graph.model_metrics(model, {name: m.cuda() for name, m in masks.items()}).set_index("layer")
+    groups = weight_groups(model)
+    for name, weight in cpu_params.items():
+        reference = grouped_reference(weight, masks[name].numpy(), groups[name])
+        assert_metrics_close(table.loc[name].to_dict(), reference, name)
+
+
 @pytest.mark.parametrize("weight,mask,message", [
     (np.ones((4, 5)), np.ones((4, 6), dtype=bool), "differs from weight shape"),
     (np.ones((4, 5)), np.ones((4, 5)), "boolean mask"),
     (np.ones((4, 5)), np.ones((4, 5), dtype=np.int64), "boolean mask"),
-    (np.ones((4, 5, 3)), np.ones((4, 5, 3), dtype=bool), r"\[C_out, C_in, k, k\] or \[C_out, C_in\], got a 3-D"),
+    (np.ones((2,) * 6), np.ones((2,) * 6, dtype=bool), r"\[C_out, C_in\] or \[C_out, C_in / groups, k...\].*6-D"),
     (np.ones(5), np.ones(5, dtype=bool), "got a 1-D"),
     (np.ones((0, 5)), np.ones((0, 5), dtype=bool), "zero-sized"),
     (np.full((4, 5), np.nan), np.ones((4, 5), dtype=bool), "non-finite"),
@@ -227,6 +358,17 @@ def test_cuda_matches_cpu():
 def test_bad_input_is_refused(weight, mask, message):
     with pytest.raises(ValueError, match=message):
         graph.layer_metrics(weight, mask)
+
+
+@pytest.mark.parametrize("groups", [0, 5, 2.0])
+def test_bad_groups_are_refused(groups):
+    with pytest.raises(ValueError, match="groups must be a positive divisor of C_out = 8"):
+        graph.layer_metrics(np.ones((8, 2, 3, 3)), np.ones((8, 2, 3, 3), dtype=bool), groups)
+
+
+def test_bad_solver_is_refused():
+    with pytest.raises(ValueError, match="solver must be one of"):
+        graph.layer_metrics(np.ones((3, 3)), np.ones((3, 3), dtype=bool), solver="eigsh")
 
 
 def test_measure_layers_names_the_bad_layer():

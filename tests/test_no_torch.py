@@ -6,13 +6,17 @@ import sys
 from conftest import ROOT
 
 ANALYSIS_MODULES = ("fullspectrum.analysis.tables", "fullspectrum.analysis.figures", "fullspectrum.analysis.collect",
+                    "fullspectrum.analysis.stats", "fullspectrum.analysis.readout",
                     "fullspectrum.summary", "fullspectrum.plan", "fullspectrum.workflow", "fullspectrum.code_version",
                     "workflow_scripts.make_table", "workflow_scripts.figure", "workflow_scripts.collect_results")
 
 
 def test_the_analysis_modules_import_with_torch_unavailable():
-    # sys.modules[name] = None makes every `import torch` (direct or inside another module) raise ImportError
-    code = ("import sys\nsys.modules['torch'] = None\nimport importlib\n"
+    # A finder that refuses torch: every `import torch` (direct or inside another module) raises ImportError, and
+    # sys.modules holds no torch entry, as on a machine without it (scipy looks there for array libraries)
+    code = ("import sys\nclass NoTorch:\n    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, NoTorch())\nimport importlib\n"
             f"for name in {ANALYSIS_MODULES!r}:\n    importlib.import_module(name)\n"
             "print('imported', len(sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
