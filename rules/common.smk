@@ -50,8 +50,9 @@ def data_file(wildcards):
 
 
 def as_json(value):
-    """A params value passed to a script on the command line."""
-    return json.dumps(value, sort_keys=True)
+    """A params value passed to a script on the command line, inside single quotes: an apostrophe in the config
+    (a caption note, say) travels as the JSON escape \\u0027 so it cannot end the shell quote."""
+    return json.dumps(value, sort_keys=True).replace("'", "\\u0027")
 
 
 def code(script):

@@ -127,7 +127,9 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(fini
         run = summary_path.parents[2]
         expected = [f"select{k}.pt" for k in range(1, summary["snapshots"] + 1)] or ["select0.pt"]
         assert summary["selected_files"] == expected
-        for name in expected:
+        # the no-criterion control (on in this config): as many whole candidates as snapshots selected
+        assert summary["control_files"] == [f"control{k}.pt" for k in range(1, len(expected) + 1)]
+        for name in expected + summary["control_files"]:
             assert (run / "pags" / name.removesuffix(".pt") / "metrics.json").exists()
     for name in ("table1", "table2"):
         cells = pd.read_csv(RESULTS / "tables" / f"{name}.csv")
@@ -138,6 +140,7 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(fini
             run = Path(by_column["baseline_acc"]["sources"]).parent.parent
             baseline = json.loads((run / "pai" / "metrics.json").read_text())
             snapshots = [json.loads(p.read_text()) for p in sorted((run / "pags").glob("select*/metrics.json"))]
+            control = [json.loads(p.read_text()) for p in sorted((run / "pags").glob("control*/metrics.json"))]
             best, avg, std = _readout(baseline["best_acc"], [m["best_acc"] for m in snapshots])
             assert value["baseline_acc"] == pytest.approx(baseline["best_acc"])
             assert value["pags_best_acc"] == pytest.approx(best)
@@ -145,5 +148,9 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(fini
             assert (std is None and pd.isna(by_column["pags_avg_acc"]["spread"])) or \
                 by_column["pags_avg_acc"]["spread"] == pytest.approx(std)
             final_best, final_avg, _ = _readout(baseline["final_acc"], [m["final_acc"] for m in snapshots])
+            control_best, control_avg, _ = _readout(baseline["best_acc"], [m["best_acc"] for m in control])
+            assert value["control_best_acc"] == pytest.approx(control_best)
+            assert value["control_avg_acc"] == pytest.approx(control_avg)
+            assert value["best_minus_control"] == pytest.approx(best - control_best)
             assert value["pags_best_final_acc"] == pytest.approx(final_best)
             assert value["pags_avg_final_acc"] == pytest.approx(final_avg)
