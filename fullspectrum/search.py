@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -99,12 +99,13 @@ def draw_candidate(model: nn.Module, method: str, density: float, data: DeviceDa
 
 
 def control_masks(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig, seed: int,
-                  count: int) -> list[Masks]:
+                  count: int) -> Iterator[Masks]:
     """The no-criterion control of a search: its first `count` candidates as whole masks, i.e. draws from the same
     PaI method with the same fresh randomness, never filtered by the graph metrics. Trained beside the selected
-    snapshots (count = how many were selected), they tell "best of K trainings" apart from "better masks"."""
-    return [draw_candidate(model, method, density, data, cfg, candidate_seed(seed, index))
-            for index in range(1, count + 1)]
+    snapshots (count = how many were selected), they tell "best of K trainings" apart from "better masks".
+    Drawn one at a time, so a caller that saves each never holds hundreds of masks at once."""
+    for index in range(1, count + 1):
+        yield draw_candidate(model, method, density, data, cfg, candidate_seed(seed, index))
 
 
 def measure(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], names,

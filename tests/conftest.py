@@ -31,6 +31,24 @@ def digits(digits_path) -> data.DeviceData:
     return data.DeviceData(digits_path, "cpu")
 
 
+# What a copy of the workflow needs to run on its own (the tests that run Snakemake from another folder or on a
+# private checkout).
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "config", "rules", "schemas", "workflow_scripts", "fullspectrum",
+                  "profiles", "report", "envs")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow's files in `dest` (created if needed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
 def snakemake_bin() -> str:
     """The snakemake of the interpreter running the tests (the project's .venv under `make test`)."""
     candidate = Path(sys.executable).parent / "snakemake"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, snakemake_bin
+from conftest import copy_workflow, snakemake_bin
 from fullspectrum import devices
 
 pytestmark = pytest.mark.workflow
 
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "config", "rules", "schemas", "workflow_scripts", "fullspectrum",
-                  "profiles", "report", "envs")
 CELL = "results/test_workflow/digits/resnet18/d0.25/erk/pre0/s0"
 TARGET = f"{CELL}/pai/mask.pt"  # data, the initialisation and an ERK mask: three real jobs in seconds
 
@@ -38,15 +35,8 @@ def snakemake(checkout: Path, workdir: Path, *args: str) -> subprocess.Completed
 def ran(tmp_path_factory) -> dict:
     """A copy of the workflow, and TARGET made in another folder."""
     base = tmp_path_factory.mktemp("portable")
-    checkout, workdir = base / "checkout", base / "elsewhere"
-    checkout.mkdir()
+    checkout, workdir = copy_workflow(base / "checkout"), base / "elsewhere"
     workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, checkout / name)
     result = snakemake(checkout, workdir, TARGET)
     return {"checkout": checkout, "workdir": workdir, "result": result}
 

@@ -34,15 +34,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from conftest import ROOT, run_snakemake, snakemake_bin
+from conftest import ROOT, copy_workflow, run_snakemake, snakemake_bin
 from fullspectrum import graph, io, masks as mask_lib, models, pruning, torch_io
 from fullspectrum.errors import PREEMPTED_EXIT_CODE
 
 CONFIG = "config/test_reliability.yaml"
 TARGET = "table3"  # the smallest target that runs every step behind a table
 RESULTS = "results/test_reliability"
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "config", "rules", "schemas", "workflow_scripts", "fullspectrum",
-                  "profiles", "report", "envs")
 
 
 def env() -> dict:
@@ -74,14 +72,7 @@ def wait_for(condition, proc: subprocess.Popen, what: str, log: Path, timeout: f
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
     """A private copy of the workflow (see the module docstring)."""
-    dest = tmp_path_factory.mktemp("checkout")
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
+    return copy_workflow(tmp_path_factory.mktemp("checkout"))
 
 
 def smk_args(results: str, *extra: str, configfile: str = CONFIG) -> list[str]:

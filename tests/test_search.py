@@ -118,7 +118,7 @@ def test_search_killed_by_sigterm_resumes_to_the_same_result(model, digits, tmp_
 
 def test_the_control_is_the_first_candidates_drawn_without_the_criterion(model, digits):
     result = search.pags(model, "snip", 0.1, digits, CFG, seed=6, scoring_batches=2, progress=False)
-    controls = search.control_masks(model, "snip", 0.1, digits, CFG, 6, len(result.selected))
+    controls = list(search.control_masks(model, "snip", 0.1, digits, CFG, 6, len(result.selected)))
     assert len(controls) == len(result.selected) >= 1
     for index, control in enumerate(controls, start=1):
         seed = search.candidate_seed(6, index)

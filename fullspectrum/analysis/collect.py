@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Iterable
@@ -50,9 +51,8 @@ def collect_mask_results(mask_dirs: Iterable[str | Path]) -> dict:
 
 def _mask_order(mask_dir: str | Path) -> tuple[str, int]:
     """select2 before select10: by kind, then by number."""
-    name = Path(mask_dir).name
-    digits = name.lstrip("abcdefghijklmnopqrstuvwxyz")
-    return name[: len(name) - len(digits)], int(digits) if digits.isdigit() else -1
+    kind, number = re.fullmatch(r"(\D*)(\d*)", Path(mask_dir).name).groups()
+    return kind, int(number) if number else -1
 
 
 def _clean(value) -> float | None:

@@ -19,6 +19,7 @@ from typing import Mapping
 import pandas as pd
 
 from ..io import read_csv, read_json
+from ..workflow import resolved_search, table_runs
 from .readout import authors_readout
 from .stats import paired_difference
 
@@ -308,8 +309,6 @@ def to_latex(cells: pd.DataFrame, caption: str, label: str) -> str:
 
 def caption(name: str, table_cfg: Mapping, config: Mapping) -> str:
     """What the table shows and under which settings (the report shows it too)."""
-    from ..workflow import resolved_search, table_runs
-
     paper = table_cfg.get("paper_table")
     if not paper:
         source = "no paper table matches this configuration"
