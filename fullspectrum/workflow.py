@@ -96,11 +96,10 @@ def baseline_runs(config: Mapping) -> list[Run]:
     runs = set()
     for block in config["grid"]:
         for baseline in block.get("baselines", []):
-            iters = 0
             for model in block["models"]:
                 for density in block["densities"]:
                     for seed in block["seeds"]:
-                        runs.add(Run(block["dataset"], model, float(density), baseline, iters, seed))
+                        runs.add(Run(block["dataset"], model, float(density), baseline, 0, seed))
     return sorted(runs)
 
 
