@@ -1,7 +1,8 @@
 """Datasets as compact uint8 tensors, kept whole on the training device, augmented there in whole batches.
 
-`prepare(name, ...)` materialises a dataset once as `{"train_x": uint8 [N,3,32,32], "train_y": int64 [N],
-"test_x", "test_y", "meta"}`; `DeviceData` loads that file onto the CPU or GPU and yields normalised batches.
+`prepare(name, ...)` materialises a dataset once as `{"train_x": uint8 [N,3,S,S], "train_y": int64 [N],
+"test_x", "test_y", "meta"}` (S = 32 for CIFAR, 16 for digits); `DeviceData` loads that file onto the CPU or GPU
+and yields normalised batches.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from .io import InputFileError
+from .methods import DATA_METHODS, SHAPE_METHODS
 from .torch_io import load_torch, save_torch
 
 DATASETS = {"digits": 10, "cifar10": 10, "cifar100": 100}
+# The 8x8 digits upsampled twice: a 32x32 copy holds no more information and costs the ResNets 4x the compute.
+DIGITS_SIZE = 16
 # CIFAR normalisation, used for every dataset so digits exercises exactly the CIFAR transforms.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -29,13 +33,13 @@ def num_classes(name: str) -> int:
 
 
 def load_digits_tensors(test_fraction: float = 0.2, split_seed: int = 0) -> dict:
-    """scikit-learn's 1,797 real 8x8 handwritten digits, resized to 3x32x32 uint8, with a fixed stratified split."""
+    """scikit-learn's 1,797 real 8x8 handwritten digits, resized to 3x16x16 uint8, with a fixed stratified split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]  # [N,1,8,8] in [0,1]
-    images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    images = F.interpolate(images, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     labels = torch.from_numpy(digits.target.astype(np.int64))
     train_idx, test_idx = train_test_split(
@@ -99,15 +103,19 @@ def load_prepared(path: str | os.PathLike) -> dict:
             raise InputFileError(f"prepared dataset {path}: {key!r} missing or not {dtype}; rerun prepare_data")
     for split in ("train", "test"):
         x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
-        if x.ndim != 4 or x.shape[1:] != (3, 32, 32) or len(x) != len(y):
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or len(x) != len(y):
             raise InputFileError(f"prepared dataset {path}: {split} images have shape {tuple(x.shape)} for "
-                                 f"{len(y)} labels; expected [N,3,32,32]; rerun prepare_data")
+                                 f"{len(y)} labels; expected square RGB images [N,3,S,S]; rerun prepare_data")
     return tensors
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip of a whole batch at once, on its own device."""
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip of a whole batch at once, on its own device.
+
+    The padding defaults to an eighth of the side: CIFAR's standard 4 pixels at 32x32, the same shift at 16x16.
+    """
     batch, _, height, width = x.shape
+    padding = height // 8 if padding is None else padding
     padded = F.pad(x, (padding, padding, padding, padding))
     offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=x.device)
     rows = offsets[0, :, None] + torch.arange(height, device=x.device)  # [B, H]
@@ -165,6 +173,15 @@ class DeviceData:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         return [self.train_batch(order[start:start + batch_size], generator, augment=augment)
                 for start in range(0, self.train_size, batch_size)]
+
+    def method_batches(self, method: str, count: int | str, batch_size: int, seed: int, augment: bool) -> list | None:
+        """What PaI `method` scores on: `count` batches (see scoring_batches) for SNIP/GraSP, one image for
+        SynFlow (it needs only the input's shape), nothing for the other methods."""
+        if method in DATA_METHODS:
+            return self.scoring_batches(count, batch_size, seed, augment)
+        if method in SHAPE_METHODS:
+            return self.random_batches(1, 1, seed)
+        return None
 
     def random_batches(self, count: int, batch_size: int, seed: int, augment: bool = False) -> list:
         """`count` mini-batches drawn from the training set with `seed` (scoring data for PaI and the search)."""

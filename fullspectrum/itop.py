@@ -169,7 +169,7 @@ class ITOPCallback(Callback):
         for name, param in params.items():  # regrown weights start at zero, momentum too (already so: belt and braces)
             fresh = grown[name].to(param.device)
             param.masked_fill_(fresh, 0.0)
-            buffer = trainer.optimizer.state.get(param, {}).get("momentum_buffer")
+            buffer = trainer.optimizer.momentum_buffer(param)
             if buffer is not None:
                 buffer.masked_fill_(fresh, 0.0)
         self.explored = update_explored(self.explored, trainer.masks)

@@ -33,7 +33,7 @@ from .data import DeviceData
 from .io import InputFileError
 from .torch_io import fingerprint, load_torch, save_torch
 from .masks import Masks, check_masks, density as mask_density, prunable_parameters, weight_groups
-from .methods import DATA_METHODS, NOISY_METHODS
+from .methods import NOISY_METHODS
 from .pruning import make_mask
 from .errors import Preempted
 from .train import SignalFlag
@@ -92,8 +92,7 @@ def candidate_seed(seed: int, index: int) -> int:
 def draw_candidate(model: nn.Module, method: str, density: float, data: DeviceData, cfg: SearchConfig,
                    seed: int) -> Masks:
     """One candidate mask of `method`, from randomness fixed by `seed`."""
-    batches = (data.random_batches(cfg.batches, cfg.batch_size, seed=seed, augment=cfg.augment)
-               if method in DATA_METHODS else None)
+    batches = data.method_batches(method, cfg.batches, cfg.batch_size, seed=seed, augment=cfg.augment)
     noise = cfg.noise if method in NOISY_METHODS else 0.0
     return make_mask(model, method, density, batches=batches, seed=seed, noise=noise)
 
@@ -178,8 +177,7 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
     params = prunable_parameters(model)
     device = next(iter(params.values())).device
     if baseline is None:
-        batches = (data.scoring_batches(scoring_batches, cfg.batch_size, seed=seed, augment=cfg.augment)
-                   if method in DATA_METHODS else None)
+        batches = data.method_batches(method, scoring_batches, cfg.batch_size, seed=seed, augment=cfg.augment)
         baseline = make_mask(model, method, density, batches=batches, seed=seed)
     check_masks(baseline, model, source="search baseline")
     baseline = {k: v.to(device) for k, v in baseline.items()}

@@ -1,7 +1,7 @@
 """The one training loop behind dense pretraining and every sparse run (PaI, PAGS/PEGS, LTH, EB, ITOP tickets).
 
 Masked SGD: after every optimiser step, weights and momentum buffers of all prunable layers are multiplied by
-their masks in one fused `_foreach_mul_`. State (model, optimiser, scheduler, RNG, masks, callbacks, epoch,
+their masks in one fused `_foreach_mul_`. State (model, optimiser, RNG, masks, callbacks, epoch,
 step) is checkpointed atomically every epoch and on SIGTERM/SIGUSR1, so a killed or preempted run resumes
 where it stopped and ends with the same bits as an uninterrupted one (on the CPU).
 """
@@ -30,6 +30,7 @@ from .errors import NonFiniteLossError, Preempted
 from .io import InputFileError
 from .torch_io import fingerprint, load_torch, save_torch
 from .masks import check_masks, density, prunable_parameters
+from .sgd import MaskedSGD
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +153,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(data.train_size / cfg.batch_size)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(cfg, step, self.total_steps, self.steps_per_epoch))
+        self.optimizer = MaskedSGD(model.parameters(), momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                   nesterov=cfg.nesterov)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.aug_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.step = 0
@@ -174,31 +173,20 @@ class Trainer:
     def set_masks(self, masks: Mapping[str, torch.Tensor] | None) -> None:
         """Install (or replace) the masks and zero what they prune, weights and momentum alike."""
         self.masks = None
-        self._masked_params: list[torch.Tensor] = []
-        self._mask_values: list[torch.Tensor] = []
         if masks is None:
+            self.optimizer.set_masks([], [])
             return
         check_masks(masks, self.model)
         params = prunable_parameters(self.model)
         self.masks = {name: masks[name].to(self.device) for name in params}
-        self._masked_params = list(params.values())
         # In the parameters' own memory layout (channels-last on CUDA), so `_foreach_mul_` stays one fused kernel.
-        self._mask_values = [torch.empty_like(p).copy_(self.masks[name]) for name, p in params.items()]
-        self.enforce_masks()
+        self.optimizer.set_masks(list(params.values()),
+                                 [torch.empty_like(p).copy_(self.masks[name]) for name, p in params.items()])
 
-    @torch.no_grad()
-    def enforce_masks(self) -> None:
-        if not self._masked_params:
-            return
-        torch._foreach_mul_(self._masked_params, self._mask_values)
-        buffers, values = [], []
-        for param, value in zip(self._masked_params, self._mask_values):
-            buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
-            if buffer is not None:
-                buffers.append(buffer)
-                values.append(value)
-        if buffers:
-            torch._foreach_mul_(buffers, values)
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.cfg.lr * lr_factor(self.cfg, self.step, self.total_steps, self.steps_per_epoch)
 
     # ----- checkpoints -----------------------------------------------------------------------------------
     def _identity_hash(self) -> str:
@@ -209,7 +197,6 @@ class Trainer:
             "identity": self._identity_hash(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "cpu_rng": torch.get_rng_state(),
             "aug_rng": self.aug_generator.get_state(),
             "epoch": self.epoch, "step": self.step, "stopped": self.stopped, "history": json.dumps(self.history),
@@ -243,7 +230,6 @@ class Trainer:
         if state["masks"] is not None:
             self.set_masks(state["masks"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["cpu_rng"])
         self.aug_generator.set_state(state["aug_rng"])
         if self.cuda and "cuda_rng" in state:
@@ -280,11 +266,9 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.cfg.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        self.enforce_masks()
+        self.optimizer.step(self.lr)
         return loss.detach()
 
     def _check_losses(self, losses: list[torch.Tensor], first_step: int) -> float:
@@ -340,7 +324,7 @@ class Trainer:
                 evaluate = last or (self.epoch + 1) % self.cfg.eval_every == 0
                 test_acc = self.evaluate() if evaluate else None
                 self.history.append({"epoch": self.epoch + 1, "step": self.step, "train_loss": train_loss,
-                                     "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"]})
+                                     "test_acc": test_acc, "lr": self.lr})
                 bar.set_postfix(loss=f"{train_loss:.3f}", acc="-" if test_acc is None else f"{test_acc:.1f}")
                 self.epoch += 1
                 for callback in self.callbacks:

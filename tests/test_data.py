@@ -12,7 +12,7 @@ from fullspectrum.io import InputFileError
 
 def test_digits_split_is_fixed_and_shaped_like_cifar(digits_path):
     tensors = data.load_prepared(digits_path)
-    assert tensors["train_x"].shape == (1437, 3, 32, 32) and tensors["test_x"].shape == (360, 3, 32, 32)
+    assert tensors["train_x"].shape == (1437, 3, 16, 16) and tensors["test_x"].shape == (360, 3, 16, 16)
     assert tensors["train_x"].dtype == torch.uint8
     assert set(tensors["train_y"].tolist()) == set(range(10))
     again = data.load_digits_tensors()
@@ -79,18 +79,19 @@ def test_truncated_prepared_file_is_refused(tmp_path, digits_path):
         data.DeviceData(broken)
 
 
-def test_crop_flip_matches_a_per_image_reference():
-    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+@pytest.mark.parametrize("size,padding", [(32, 4), (16, 2)])  # CIFAR's 4 pixels; an eighth of the side
+def test_crop_flip_matches_a_per_image_reference(size, padding):
+    x = torch.randint(0, 256, (6, 3, size, size), dtype=torch.uint8)
     out = data.random_crop_flip(x, torch.Generator().manual_seed(3))
     assert out.shape == x.shape and out.dtype == torch.uint8
     # replay the generator to get the offsets and flips, then crop each image by hand
     g = torch.Generator().manual_seed(3)
-    offsets = torch.randint(0, 9, (2, 6), generator=g)
+    offsets = torch.randint(0, 2 * padding + 1, (2, 6), generator=g)
     flips = torch.rand(6, generator=g) < 0.5
-    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
     for i in range(6):
         r, c = offsets[0, i], offsets[1, i]
-        crop = padded[i, :, r:r + 32, c:c + 32]
+        crop = padded[i, :, r:r + size, c:c + size]
         if flips[i]:
             crop = crop.flip(2)
         assert torch.equal(out[i], crop)

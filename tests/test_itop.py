@@ -108,7 +108,7 @@ class Recorder(Callback):
             self.seen = {
                 "masks": {k: v.clone().cpu() for k, v in trainer.masks.items()},
                 "weights": {k: p.detach().clone() for k, p in mask_lib.prunable_parameters(trainer.model).items()},
-                "momentum": {k: trainer.optimizer.state[p]["momentum_buffer"].clone()
+                "momentum": {k: trainer.optimizer.momentum_buffer(p).clone()
                              for k, p in mask_lib.prunable_parameters(trainer.model).items()},
             }
 
@@ -261,4 +261,4 @@ def test_update_on_channels_last_weights(digits):
         new = trainer.masks[name]
         assert int(new.sum()) == int(old[name].sum())
         assert bool((param[~new] == 0).all()) and bool((param[new & ~old[name]] == 0).all())
-        assert bool((trainer.optimizer.state[param]["momentum_buffer"][~new | ~old[name]] == 0).all())
+        assert bool((trainer.optimizer.momentum_buffer(param)[~new | ~old[name]] == 0).all())

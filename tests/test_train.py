@@ -103,7 +103,7 @@ class CheckMask(Callback):
         for name, param in params.items():
             pruned = ~trainer.masks[name]
             assert not param[pruned].any(), f"pruned weight of {name} became non-zero at step {step}"
-            buffer = trainer.optimizer.state[param]["momentum_buffer"]
+            buffer = trainer.optimizer.momentum_buffer(param)
             assert not buffer[pruned].any(), f"momentum of pruned {name} non-zero at step {step}"
         self.checked += 1
 
@@ -171,7 +171,7 @@ class LearningRates(Callback):
         self.lrs = []
 
     def on_step_end(self, trainer, step):
-        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        self.lrs.append(trainer.lr)
 
 
 def test_multistep_nesterov_training_equals_torch_sgd_and_multisteplr(digits):

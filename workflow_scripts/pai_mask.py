@@ -29,10 +29,8 @@ def main() -> None:
     model, weights_meta = models.load_weights(args.weights)
     model.to(device)
     dataset = data.DeviceData(args.data, device)
-    batches = None
-    if args.method in pruning.DATA_METHODS:
-        batches = dataset.scoring_batches(args.pai["scoring_batches"], args.pai["batch_size"], seed=args.seed,
-                                          augment=args.pai["augment"])
+    batches = dataset.method_batches(args.method, args.pai.get("scoring_batches"), args.pai.get("batch_size"),
+                                     seed=args.seed, augment=args.pai.get("augment"))
     mask = pruning.make_mask(model, args.method, args.density, batches=batches, seed=args.seed)
     meta = masks.build_meta(
         mask, method=args.method, target_density=args.density, seed=args.seed, model=weights_meta["model"],
