@@ -161,6 +161,28 @@ def global_topk_mask(scores: Mapping[str, torch.Tensor], density: float | None =
     return _split(_topk_flat(flat, int(k)), scores)
 
 
+def trim_or_top_up(masks: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor], count: int) -> Masks:
+    """`masks` changed to keep exactly `count` weights: its lowest-scored kept weights dropped, or the
+    highest-scored pruned ones added, over all layers together (ties in model order, as in global_topk_mask).
+
+    A PAGS/PEGS selection mixes layers of candidates whose global thresholds differ, so its weight count drifts
+    from the target; this puts it back at the baseline's count for a comparison at equal density.
+    """
+    flat = torch.cat([m.reshape(-1) for m in masks.values()])
+    flat_scores = torch.cat([scores[name].detach().reshape(-1).to(flat.device, torch.float64) for name in masks])
+    if not 0 <= count <= flat.numel():
+        raise ValueError(f"count must lie in [0, {flat.numel()}], got {count}")
+    kept = int(flat.sum())
+    out = flat.clone()
+    if kept > count:
+        index = flat.nonzero().flatten()
+        out[index] = _topk_flat(flat_scores[index], count)
+    elif kept < count:
+        index = (~flat).nonzero().flatten()
+        out[index] = _topk_flat(flat_scores[index], count - kept)
+    return _split(out, masks)
+
+
 # ---------------------------------------------------------------------------------------------------- ERK
 
 

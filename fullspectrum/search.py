@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from .io import InputFileError
 from .torch_io import fingerprint, load_torch, save_torch
 from .masks import Masks, check_masks, density as mask_density, prunable_parameters, weight_groups
 from .methods import NOISY_METHODS
-from .pruning import make_mask
+from .pruning import make_mask, trim_or_top_up
 from .errors import Preempted
 from .train import SignalFlag
 
@@ -105,6 +105,17 @@ def control_masks(model: nn.Module, method: str, density: float, data: DeviceDat
     Drawn one at a time, so a caller that saves each never holds hundreds of masks at once."""
     for index in range(1, count + 1):
         yield draw_candidate(model, method, density, data, cfg, candidate_seed(seed, index))
+
+
+def equal_density(selection: Masks, baseline: Masks,
+                  baseline_scores: Callable[[], Mapping[str, torch.Tensor]]) -> Masks | None:
+    """The selection trimmed or topped up to the baseline's weight count by the baseline method's own scores
+    (`baseline_scores()`, called only when needed), or None when it keeps that many already. ERK and Random
+    selections always do: every candidate keeps each layer's count, so mixing layers cannot move the total."""
+    count = sum(int(m.sum()) for m in baseline.values())
+    if sum(int(m.sum()) for m in selection.values()) == count:
+        return None
+    return trim_or_top_up(selection, baseline_scores(), count)
 
 
 def measure(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], names,

@@ -32,16 +32,18 @@ def headline(csv: Path) -> str:
 
 
 def verdict(csv: Path) -> str:
-    """One line: did PAGS/PEGS best beat the baseline and the control, cell by cell, with the 95% intervals."""
+    """One line: did PAGS/PEGS best beat the baseline and the control, and at equal density the baseline, cell by
+    cell, with the 95% intervals."""
     cells = pd.read_csv(csv)
     pai = cells[cells["pretrain_iters"].notna()]
     parts = []
-    for column, against in (("best_minus_baseline", "baseline"), ("best_minus_control", "control best")):
+    for column, against in (("best_minus_baseline", "best − baseline"), ("best_minus_control", "best − control best"),
+                            ("equal_minus_baseline", "equal-density best − baseline")):
         rows = pai[pai["column"] == column]
         if rows.empty:
             continue
         values = rows["value"].astype(float)
-        text = f"best − {against} {values.mean():+.2f} points on average, > 0 in {int((values > 0).sum())}/{len(rows)}"
+        text = f"{against} {values.mean():+.2f} points on average, > 0 in {int((values > 0).sum())}/{len(rows)}"
         if rows["low"].notna().any():
             above, below = int((rows["low"] > 0).sum()), int((rows["high"] < 0).sum())
             text += (f"; 95% interval above 0 in {above}, below 0 in {below} "

@@ -342,6 +342,13 @@ def resolved_search(config: Mapping, run: Run) -> dict:
     return search
 
 
+def search_flags(config: Mapping, run: Run) -> str:
+    """The search job's switches for the extra masks it writes: the control and the equal-density selections."""
+    search = resolved_search(config, run)
+    return " ".join(flag for key, flag in (("control", "--control"), ("equal_density", "--equal-density"))
+                    if search.get(key))
+
+
 def search_settings(config: Mapping, run: Run) -> dict:
     """The search settings a run's search depends on, so editing another method's knob re-runs nothing here."""
     search = resolved_search(config, run)

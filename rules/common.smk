@@ -115,12 +115,13 @@ def mask_train_minutes(wildcards):
 
 # PAGS/PEGS selections: known once the search checkpoint ran.
 def selected_mask_dirs(run):
-    """The mask directories of a run's PAGS/PEGS selection and its control (evaluates the search checkpoint)."""
+    """The mask directories of a run's PAGS/PEGS selection, its control and its equal-density selections
+    (evaluates the search checkpoint)."""
     search_dir = checkpoints.pags_search.get(
         dataset=run.dataset, model=run.model, density=wf.density_str(run.density), method=run.method,
         iters=run.iters, seed=run.seed).output[0]
     summary = json.loads(open(f"{search_dir}/summary.json").read())
-    names = summary["selected_files"] + summary.get("control_files", [])
+    names = summary["selected_files"] + summary.get("control_files", []) + summary.get("equal_files", [])
     return [f"{run.dir(RESULTS)}/pags/{name.removesuffix('.pt')}" for name in names]
 
 

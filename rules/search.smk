@@ -1,7 +1,8 @@
 # pags_search: the full-spectrum mask search (PAGS @0, PEGS @N) from a grid cell's PaI baseline mask. How many
 # distinct snapshots it selects is known only after it ran, so it is a checkpoint; `selected_mask` then gives
-# each selection (select{k}) and, with `search.control`, each no-criterion control mask (control{k}) its own mask
-# directory, which sparse_train trains and measures like any other mask.
+# each selection (select{k}), with `search.control` each no-criterion control mask (control{k}), and with
+# `search.equal_density` each selection put at the baseline's weight count (equal{k}, where its count differs) its
+# own mask directory, which sparse_train trains and measures like any other mask.
 
 
 checkpoint pags_search:
@@ -14,7 +15,7 @@ checkpoint pags_search:
     priority: 10  # resolve the checkpoints early, so the selections' trainings spread over the whole run
     params:
         search=lambda wildcards: as_json(wf.search_settings(config, run_of(wildcards))),
-        control=lambda wildcards: "--control" if wf.resolved_search(config, run_of(wildcards))["control"] else "",
+        extras=lambda wildcards: wf.search_flags(config, run_of(wildcards)),
         device=DEVICE,
         code=code("pags_search"),
     threads: THREADS
@@ -31,7 +32,7 @@ checkpoint pags_search:
         "../envs/torch.yaml"
     shell:
         "python -m workflow_scripts.pags_search --weights {input.weights} --baseline {input.baseline} "
-        "--data {input.data} --search '{params.search}' {params.control} "
+        "--data {input.data} --search '{params.search}' {params.extras} "
         "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -41,7 +42,7 @@ rule selected_mask:
     output:
         f"{RUN_DIR}/pags/{{kind}}{{snapshot}}/mask.pt",
     wildcard_constraints:
-        kind="select|control",
+        kind="select|control|equal",
         snapshot=r"\d+",
     threads: 1
     log:
@@ -58,6 +59,8 @@ rule pags_results:
     output:
         f"{RUN_DIR}/pags/results.json",
     params:
+        equal=lambda wildcards: "--equal-density" if wf.resolved_search(config, run_of(wildcards)).get(
+            "equal_density") else "",
         code=code("collect_results"),
     threads: 1
     log:
@@ -65,4 +68,4 @@ rule pags_results:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python -m workflow_scripts.collect_results --out {output} {input} > {log} 2>&1"
+        "python -m workflow_scripts.collect_results --out {output} {params.equal} {input} > {log} 2>&1"

@@ -336,3 +336,29 @@ def test_masks_on_cuda_match_cpu(method, resnet, cifar_batches):
         differ = sum(int((cpu[n] ^ gpu[n].cpu()).sum()) for n in cpu)
         assert differ <= 0.01 * kept(cpu)
         assert kept(gpu) == kept(cpu)
+
+
+@pytest.mark.parametrize("count", [0, 3, 5, 8, 12])
+def test_trim_or_top_up_against_a_sorted_reference(count):
+    scores = {"a": torch.tensor([[0.5, 0.1], [0.9, 0.1]]), "b": torch.tensor([0.7, 0.3, 0.1, 0.8, 0.2, 0.6, 0.4, 0.0])}
+    masks = {"a": torch.tensor([[True, True], [False, True]]),
+             "b": torch.tensor([True, False, False, True, True, False, False, True])}
+    out = pruning.trim_or_top_up(masks, scores, count)
+    flat_mask = torch.cat([masks["a"].flatten(), masks["b"]]).numpy()
+    flat_scores = torch.cat([scores["a"].flatten(), scores["b"]]).numpy()
+    expected = flat_mask.copy()
+    kept = int(flat_mask.sum())  # 6
+    # stable sort: among equal scores the earlier weight wins, as in global_topk_mask
+    if count < kept:
+        inside = np.flatnonzero(flat_mask)
+        order = inside[np.argsort(-flat_scores[inside], kind="stable")]
+        expected[order[count:]] = False
+    elif count > kept:
+        outside = np.flatnonzero(~flat_mask)
+        order = outside[np.argsort(-flat_scores[outside], kind="stable")]
+        expected[order[:count - kept]] = True
+    got = torch.cat([out["a"].flatten(), out["b"]]).numpy()
+    assert got.sum() == count and (got == expected).all()
+    assert out["a"].shape == (2, 2) and out["a"].dtype == torch.bool
+    with pytest.raises(ValueError, match="count"):
+        pruning.trim_or_top_up(masks, scores, 13)

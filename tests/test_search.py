@@ -125,3 +125,45 @@ def test_the_control_is_the_first_candidates_drawn_without_the_criterion(model, 
         batches = digits.random_batches(CFG.batches, CFG.batch_size, seed=seed, augment=True)
         assert same_masks(control, pruning.make_mask(model, "snip", 0.1, batches=batches, seed=seed))
         assert not any(same_masks(control, snapshot.load()) for snapshot in result.selected)
+
+
+def test_equal_density_puts_a_drifted_selection_at_the_baseline_count_by_the_baseline_scores(model, digits):
+    batches = digits.random_batches(2, 64, seed=6, augment=True)
+    result = search.pags(model, "snip", 0.1, digits, CFG, seed=6, scoring_batches=2, progress=False)
+    baseline_count = sum(int(m.sum()) for m in result.baseline.values())
+    scores = pruning.scores(model, "snip", batches, seed=6)
+    assert same_masks(pruning.global_topk_mask(scores, k=baseline_count), result.baseline)  # the baseline's scores
+    calls = []
+    def baseline_scores():  # noqa: E306
+        calls.append(1)
+        return scores
+    for snapshot in result.selected:
+        selection = snapshot.load()
+        adjusted = search.equal_density(selection, result.baseline, baseline_scores)
+        count = sum(int(m.sum()) for m in selection.values())
+        if count == baseline_count:
+            assert adjusted is None
+            continue
+        assert sum(int(m.sum()) for m in adjusted.values()) == baseline_count
+        changed = {n: adjusted[n] ^ selection[n] for n in selection}
+        moved = sum(int(c.sum()) for c in changed.values())
+        assert moved == abs(count - baseline_count)  # only the difference moves, all in one direction
+        inside = torch.cat([scores[n][selection[n]].flatten() for n in selection])
+        moved_scores = torch.cat([scores[n][changed[n]].flatten() for n in selection])
+        if count > baseline_count:  # trimmed: the dropped weights are the selection's lowest-scored
+            assert all(bool((adjusted[n] <= selection[n]).all()) for n in selection)
+            assert moved_scores.max() <= torch.sort(inside).values[moved - 1]
+        else:  # topped up: the added weights are the highest-scored outside it
+            outside = torch.cat([scores[n][~selection[n]].flatten() for n in selection])
+            assert all(bool((adjusted[n] >= selection[n]).all()) for n in selection)
+            assert moved_scores.min() >= torch.sort(outside, descending=True).values[moved - 1]
+    assert 1 <= len(calls) <= len(result.selected)  # this search drifts: its selections keep 2-7% more weights
+
+
+def test_erk_selections_never_drift_so_equal_density_leaves_them(model, digits):
+    result = search.pags(model, "erk", 0.1, digits, CFG, seed=2, progress=False)
+    assert len(result.selected) >= 1
+    for snapshot in result.selected:
+        def no_scores():
+            raise AssertionError("an ERK selection needs no scores")
+        assert search.equal_density(snapshot.load(), result.baseline, no_scores) is None

@@ -21,16 +21,18 @@ def sources(tmp_path):
     def trained(name, best, final):
         return write(tmp_path / name / "metrics.json", {"final_acc": final, "best_acc": best, "density": 0.01})
 
-    def searched(name, accs, control=()):
+    def searched(name, accs, control=(), equal=()):
         as_masks = lambda pairs: [{"best_acc": b, "final_acc": f, "density": 0.0102} for b, f in pairs]  # noqa
         return write(tmp_path / name / "results.json",
-                     {"masks": as_masks(accs), "control": as_masks(control), "accuracy": {}})
+                     {"masks": as_masks(accs), "control": as_masks(control), "equal": as_masks(equal),
+                      "accuracy": {}})
 
     return [
         {"model": "resnet18", "iters": 100, "method": "snip", "kind": "pai", "seeds": [0, 1],
          "baseline": [trained("b0", 90.0, 89.0), trained("b1", 92.0, 91.0)],
-         "search": [searched("s0", [(91.0, 90.0), (93.0, 88.0), (89.5, 88.5)], [(90.5, 89.0), (88.0, 87.0)]),
-                    searched("s1", [(91.0, 90.5)], [(92.5, 90.0)])],
+         "search": [searched("s0", [(91.0, 90.0), (93.0, 88.0), (89.5, 88.5)], [(90.5, 89.0), (88.0, 87.0)],
+                             [(92.0, 90.0), (91.5, 89.0), (89.0, 88.0)]),
+                    searched("s1", [(91.0, 90.5)], [(92.5, 90.0)], [(90.0, 89.0)])],
          "cost": []},
         {"model": "resnet18", "iters": 100, "method": "grasp", "kind": "pai", "seeds": [0],
          "baseline": [str(tmp_path / "missing" / "metrics.json")], "search": [str(tmp_path / "nope.json")],
@@ -83,6 +85,15 @@ def test_hand_checked_cells_and_paper_column(sources):
         low, high = scipy_stats.t.interval(0.95, 1, loc=np.mean(diffs), scale=scipy_stats.sem(diffs))
         assert diff["value"] == pytest.approx(np.mean(diffs)) and diff["n"] == 2 and diff["positive"] == 1
         assert (diff["low"], diff["high"]) == (pytest.approx(low), pytest.approx(high)) and pd.isna(diff["flag"])
+    # the equal-density selections read out the same way: seed 0 [92, 91.5, 89] -> best 92, avg of [92, 91.5];
+    # seed 1 [90] -> 90; paired with the baselines [90, 92]
+    assert cell(cells, "snip", "equal_best_acc")["value"] == pytest.approx((92.0 + 90.0) / 2)
+    assert cell(cells, "snip", "equal_avg_acc")["value"] == pytest.approx(((92.0 + 91.5) / 2 + 90.0) / 2)
+    equal_diff = cell(cells, "snip", "equal_minus_baseline")
+    assert equal_diff["value"] == pytest.approx(0.0) and equal_diff["positive"] == 1
+    low, high = scipy_stats.t.interval(0.95, 1, loc=0.0, scale=scipy_stats.sem([2.0, -2.0]))
+    assert (equal_diff["low"], equal_diff["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert "Equal-density best − baseline" in tables.to_markdown(cells, "c")
     # one seed: no interval, "n = 1"
     erk_diff = cell(cells, "erk", "best_minus_baseline")
     assert erk_diff["value"] == 1.0 and pd.isna(erk_diff["low"])
@@ -150,3 +161,22 @@ def test_reported_results_cover_the_papers_three_tables():
     reported = tables.load_reported()
     assert sorted(reported["table"].unique()) == [1, 2, 3]
     assert len(reported) == 32
+
+
+def test_collected_search_results_pair_each_selection_with_its_equal_density_mask(tmp_path):
+    from fullspectrum.analysis.collect import collect_mask_results
+
+    def trained(name, acc):
+        directory = tmp_path / name
+        write(directory / "metrics.json", {"final_acc": acc, "best_acc": acc + 1, "density": 0.2})
+        (directory / "graph.csv").write_text("layer,delta_r,lambda_gap,delta_r_imdb,lambda_imdb,l2\n"
+                                             "model_mean,1,2,3,4,5\n")
+        return directory
+
+    dirs = [trained(name, acc) for name, acc in
+            (("select10", 80.0), ("select2", 82.0), ("select1", 81.0), ("equal2", 70.0), ("control1", 60.0))]
+    results = collect_mask_results(dirs, equal_density=True)
+    assert [m["final_acc"] for m in results["masks"]] == [81.0, 82.0, 80.0]  # select2 before select10
+    assert [m["final_acc"] for m in results["equal"]] == [81.0, 70.0, 80.0]  # equal2 stands in for select2
+    assert [m["final_acc"] for m in results["control"]] == [60.0]
+    assert collect_mask_results(dirs)["equal"] == []  # the option off: no equal-density reading

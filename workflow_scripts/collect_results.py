@@ -10,10 +10,12 @@ from fullspectrum.analysis.collect import collect_mask_results
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--equal-density", action="store_true",
+                        help="read the equal-density selections (equal{k}, else select{k}) out as well")
     parser.add_argument("inputs", nargs="+", help="metrics.json and graph.csv files")
     args = parser.parse_args()
     dirs = sorted({str(Path(p).parent) for p in args.inputs})
-    results = collect_mask_results(dirs)
+    results = collect_mask_results(dirs, equal_density=args.equal_density)
     io.write_json(results, args.out)
     print(f"collected {len(results['masks'])} trained masks -> {args.out}")
 

@@ -38,19 +38,26 @@ def accuracy_summary(accuracies: Iterable[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def collect_mask_results(mask_dirs: Iterable[str | Path]) -> dict:
-    """A search's trained masks: the selected snapshots (`masks`) and the no-criterion control (`control`,
-    directories named control{k}), each in candidate order."""
-    dirs = sorted(mask_dirs, key=_mask_order)
-    masks = [mask_result(d) for d in dirs if not Path(d).name.startswith("control")]
-    control = [mask_result(d) for d in dirs if Path(d).name.startswith("control")]
-    return {"masks": masks, "control": control,
+def collect_mask_results(mask_dirs: Iterable[str | Path], equal_density: bool = False) -> dict:
+    """A search's trained masks, each list in snapshot or candidate order: the selected snapshots (`masks`), the
+    no-criterion control (`control`, directories control{k}) and, with `equal_density`, that reading (`equal`:
+    per selection select{k} its trimmed or topped-up equal{k} where the search wrote one, else the selection
+    itself, which then has the baseline's weight count already)."""
+    by_kind: dict[str, dict[int, dict]] = {}
+    for mask_dir in mask_dirs:
+        kind, number = _kind_and_number(mask_dir)
+        by_kind.setdefault(kind, {})[number] = mask_result(mask_dir)
+    ordered = {kind: [found[n] for n in sorted(found)] for kind, found in by_kind.items()}
+    selected, adjusted = by_kind.get("select", {}), by_kind.get("equal", {})
+    masks = ordered.get("select", [])
+    return {"masks": masks, "control": ordered.get("control", []),
+            "equal": [adjusted.get(n, selected[n]) for n in sorted(selected)] if equal_density else [],
             "accuracy": {"best_epoch": accuracy_summary(m["best_acc"] for m in masks),
                          "final_epoch": accuracy_summary(m["final_acc"] for m in masks)}}
 
 
-def _mask_order(mask_dir: str | Path) -> tuple[str, int]:
-    """select2 before select10: by kind, then by number."""
+def _kind_and_number(mask_dir: str | Path) -> tuple[str, int]:
+    """("select", 2) for .../select2: the kind of a search's mask directory and its number."""
     kind, number = re.fullmatch(r"(\D*)(\d*)", Path(mask_dir).name).groups()
     return kind, int(number) if number else -1
 

@@ -26,18 +26,23 @@ from .stats import paired_difference
 METHOD_LABELS = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "erk": "ERK", "random": "Random",
                  "magnitude": "Magnitude", "eb": "EB", "lth": "LTH"}
 MODEL_LABELS = {"resnet18": "ResNet18", "resnet34": "ResNet34"}
-# Best-epoch columns (the authors' readout, compared with the paper); the no-criterion control; the paired
-# differences over seeds; achieved densities; then the same readout of final epochs.
+# Best-epoch columns (the authors' readout, compared with the paper); the no-criterion control; the selections at
+# the baseline's weight count; the paired differences over seeds; achieved densities; then the same readout of
+# final epochs.
 PAPER_COLUMNS_SHOWN = ("baseline_acc", "pags_best_acc", "pags_avg_acc", "pretrain_cost")
 CONTROL_COLUMNS = ("control_best_acc", "control_avg_acc")
-DIFFERENCE_COLUMNS = ("best_minus_baseline", "best_minus_control")
+EQUAL_COLUMNS = ("equal_best_acc", "equal_avg_acc")
+DIFFERENCE_COLUMNS = ("best_minus_baseline", "best_minus_control", "equal_minus_baseline")
 DENSITY_COLUMNS = ("baseline_density", "pags_density")
 FINAL_COLUMNS = ("baseline_final_acc", "pags_best_final_acc", "pags_avg_final_acc")
-COLUMNS = PAPER_COLUMNS_SHOWN + CONTROL_COLUMNS + DIFFERENCE_COLUMNS + DENSITY_COLUMNS + FINAL_COLUMNS
+COLUMNS = (PAPER_COLUMNS_SHOWN + CONTROL_COLUMNS + EQUAL_COLUMNS + DIFFERENCE_COLUMNS + DENSITY_COLUMNS
+           + FINAL_COLUMNS)
 COLUMN_LABELS = {"baseline_acc": "Baseline acc. %", "pags_best_acc": "PAGS/PEGS best %",
                  "pags_avg_acc": "PAGS/PEGS avg. %", "pretrain_cost": "Pre-training cost",
                  "control_best_acc": "Control best %", "control_avg_acc": "Control avg. %",
+                 "equal_best_acc": "Equal-density best %", "equal_avg_acc": "Equal-density avg. %",
                  "best_minus_baseline": "Best − baseline", "best_minus_control": "Best − control best",
+                 "equal_minus_baseline": "Equal-density best − baseline",
                  "baseline_density": "Baseline density", "pags_density": "PAGS/PEGS density",
                  "baseline_final_acc": "Baseline final %", "pags_best_final_acc": "PAGS/PEGS best final %",
                  "pags_avg_final_acc": "PAGS/PEGS avg. final %"}
@@ -98,20 +103,21 @@ def _cell(values: list, files: list[str], n: int | None = None, single_spread: f
 
 
 def _seed_readouts(row: Mapping) -> list[dict]:
-    """Per seed with both files present: the baseline, the selected snapshots and the control, read out both ways
-    (best-epoch and final-epoch accuracy), and their achieved densities."""
+    """Per seed with both files present: the baseline, the selected snapshots, the control and the equal-density
+    selections, read out both ways (best-epoch and final-epoch accuracy), and their achieved densities."""
     out = []
     for baseline_path, search_path in zip(row["baseline"], row["search"]):
         if not (_exists(baseline_path) and _exists(search_path)):
             continue
         baseline = _accuracies(baseline_path)
         results = read_json(search_path, what="search results")
-        selected, control = results["masks"], results.get("control", [])
-        seed = {"baseline": baseline, "has_control": bool(control),
+        selected, control, equal = results["masks"], results.get("control", []), results.get("equal", [])
+        seed = {"baseline": baseline, "has_control": bool(control), "has_equal": bool(equal),
                 "pags_density": statistics.fmean(m["density"] for m in selected) if selected else None}
         for kind, key in (("best", "best_acc"), ("final", "final_acc")):
             seed[kind] = authors_readout(baseline[key], [m[key] for m in selected])
             seed[f"control_{kind}"] = authors_readout(baseline[key], [m[key] for m in control])
+            seed[f"equal_{kind}"] = authors_readout(baseline[key], [m[key] for m in equal])
         out.append(seed)
     return out
 
@@ -134,16 +140,22 @@ def _pai_values(row: Mapping) -> dict:
         values[f"pags_avg{suffix}_acc"] = _cell([r["avg"] for r in readouts], files, sum(r["n_avg"] for r in readouts),
                                                 readouts[0]["std"] if len(readouts) == 1 else None)
     with_control = [s for s in seeds if s["has_control"]]
-    if with_control:
-        controls = [s["control_best"] for s in with_control]
-        values["control_best_acc"] = _cell([c["best"] for c in controls], files)
-        values["control_avg_acc"] = _cell([c["avg"] for c in controls], files, sum(c["n_avg"] for c in controls),
-                                          controls[0]["std"] if len(controls) == 1 else None)
+    with_equal = [s for s in seeds if s["has_equal"]]
+    for prefix, having in (("control", with_control), ("equal", with_equal)):
+        if having:
+            readouts = [s[f"{prefix}_best"] for s in having]
+            values[f"{prefix}_best_acc"] = _cell([r["best"] for r in readouts], files)
+            values[f"{prefix}_avg_acc"] = _cell([r["avg"] for r in readouts], files,
+                                                sum(r["n_avg"] for r in readouts),
+                                                readouts[0]["std"] if len(readouts) == 1 else None)
     values["best_minus_baseline"] = _difference_cell([s["best"]["best"] for s in seeds],
                                                      [s["baseline"]["best_acc"] for s in seeds], files)
     if with_control:
         values["best_minus_control"] = _difference_cell([s["best"]["best"] for s in with_control],
                                                         [s["control_best"]["best"] for s in with_control], files)
+    if with_equal:
+        values["equal_minus_baseline"] = _difference_cell([s["equal_best"]["best"] for s in with_equal],
+                                                          [s["baseline"]["best_acc"] for s in with_equal], files)
     baseline_density = [s["baseline"]["density"] for s in seeds]
     pags_density = [s["pags_density"] for s in seeds]
     values["baseline_density"] = _cell(baseline_density, row["baseline"])
@@ -232,7 +244,7 @@ def _format_cell(column: str, cell: Mapping) -> str:
     if column in DENSITY_COLUMNS:
         value = _none_if_nan(cell["value"])
         return "–" if value is None else f"{value:.4f}" + (cell.get("flag") or "")
-    with_spread = column.startswith(("pags_avg", "control_avg")) or cell["n"] > 1
+    with_spread = column.startswith(("pags_avg", "control_avg", "equal_avg")) or cell["n"] > 1
     return _fmt(cell["value"], cell["spread"] if with_spread else None)
 
 
