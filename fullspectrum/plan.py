@@ -7,9 +7,9 @@ GPU time comes from `resources.minutes_per_epoch` (per model; `benchmarks/train_
 it) and `resources.seconds_per_candidate` (a search candidate's graph metrics and bookkeeping; `benchmarks/pags.py`
 measures it). How many snapshots a search selects is known only after it ran, so every search contributes a range
 of trainings: at least 1, at most population / snapshot_every (or `train_cap`), with the run's own search
-settings (`search.overrides`), doubled by the no-criterion control when `search.control` is on. Early-Bird is
-counted at its full
-epoch budget (it may stop sooner). Wall-clock is the larger of GPU-hours / N and the longest chain of dependent
+settings (`search.overrides`), doubled by the no-criterion control when `search.control` is on, plus up to as
+many equal-density masks with `search.equal_density`. Early-Bird is counted at its full epoch budget (it may stop
+sooner). Wall-clock is the larger of GPU-hours / N and the longest chain of dependent
 GPU jobs (pretraining -> mask -> search -> training, or the LTH rounds one after another).
 """
 
@@ -24,7 +24,7 @@ from typing import Mapping
 import yaml
 
 from . import workflow as wf
-from .methods import DATA_METHODS
+from .methods import DATA_METHODS, GLOBAL_METHODS
 
 WORKFLOW_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 TRAINING_RULES = ("sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop")
@@ -125,13 +125,18 @@ class Costs:
                                                                gpu_minutes=exact(self.minutes(model, epochs)))
 
     def selections(self, run: wf.Run) -> Span:
-        """Masks a search hands to training: its snapshots (1 .. population / snapshot_every, or the cap), and as
-        many control masks again when the control is on."""
+        """Masks a search hands to training: its snapshots (1 .. population / snapshot_every, or the cap), as many
+        control masks again when the control is on, and with `equal_density` up to as many equal-density masks
+        (score-based methods only: ERK and Random selections never drift)."""
         search = wf.resolved_search(self.config, run)
         most = search["population"] // search["snapshot_every"]
         if search["train_cap"] is not None:
             most = min(most, search["train_cap"])
-        return Span(1, max(1, most)).scale(2 if search.get("control") else 1)
+        snapshots = Span(1, max(1, most))
+        masks = snapshots.scale(2 if search.get("control") else 1)
+        if search.get("equal_density") and run.method in GLOBAL_METHODS:
+            masks = masks + Span(0, snapshots.hi)
+        return masks
 
     def pai_run(self, run: wf.Run) -> Part:
         key = dataclasses.astuple(run)

@@ -82,3 +82,13 @@ def test_the_control_doubles_the_selected_trainings(small, tmp_path):
     path.write_text(yaml.safe_dump(with_control))
     table = plan.plan(plan.merged_config([str(path)]), gpus=2)["table1"]
     assert table.jobs_per_rule["sparse_train"] == plan.Span(2 + 2 * 2 + 2, 2 + 2 * 6 + 2)  # PaI + 2x(1..3) + tickets
+
+
+def test_equal_density_adds_up_to_the_snapshots_of_score_based_methods_only(small, tmp_path):
+    equal = yaml.safe_load(small.read_text())
+    equal["search"]["equal_density"] = True
+    path = tmp_path / "equal.yaml"
+    path.write_text(yaml.safe_dump(equal))
+    table = plan.plan(plan.merged_config([str(path)]), gpus=2)["table1"]
+    # SNIP: 1..3 selections + 0..3 equal-density masks; ERK: 1..3 selections (they never drift)
+    assert table.jobs_per_rule["sparse_train"] == plan.Span(2 + 2 + 2, 2 + 6 + 3 + 2)  # PaI + ... + tickets

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from conftest import ROOT, run_snakemake
 
@@ -121,7 +122,29 @@ def test_seed_weights_carry_the_authors_initialisation(finished_run):
         assert batchnorm and all(torch.all(v == 0.5) for v in batchnorm)
 
 
-def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(finished_run):
+def _run_readouts(run: Path) -> dict:
+    """One seed's readouts from the metrics.json files of a run directory, read out again independently."""
+    load = lambda paths: [json.loads(p.read_text()) for p in paths]  # noqa: E731
+    pags = run / "pags"
+    number = lambda p: int(re.search(r"(\d+)$", p.parent.name).group(1))  # noqa: E731
+    baseline = json.loads((run / "pai" / "metrics.json").read_text())
+    snapshots = load(sorted(pags.glob("select*/metrics.json"), key=number))
+    control = load(sorted(pags.glob("control*/metrics.json"), key=number))
+    # the equal-density reading: equal{k} where the search wrote one, else select{k} itself
+    equal = load([pags / f"equal{number(p)}" / "metrics.json" if (pags / f"equal{number(p)}").exists() else p
+                  for p in sorted(pags.glob("select*/metrics.json"), key=number)])
+    best = lambda masks, key="best_acc": _readout(baseline[key], [m[key] for m in masks])  # noqa: E731
+    return {"baseline": baseline, "best": best(snapshots), "final": best(snapshots, "final_acc"),
+            "control": best(control), "equal": best(equal), "equal_densities": [m["density"] for m in equal]}
+
+
+def _t_interval(differences):
+    mean = np.mean(differences)
+    half = scipy_stats.t.ppf(0.975, len(differences) - 1) * np.std(differences, ddof=1) / np.sqrt(len(differences))
+    return mean, mean - half, mean + half
+
+
+def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout_pooled_over_seeds(finished_run):
     for summary_path in RESULTS.rglob("pags/search/summary.json"):
         summary = json.loads(summary_path.read_text())
         run = summary_path.parents[2]
@@ -129,7 +152,9 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(fini
         assert summary["selected_files"] == expected
         # the no-criterion control (on in this config): as many whole candidates as snapshots selected
         assert summary["control_files"] == [f"control{k}.pt" for k in range(1, len(expected) + 1)]
-        for name in expected + summary["control_files"]:
+        # equal density (on in this config): a mask only for selections whose weight count drifted
+        assert set(summary["equal_files"]) <= {name.replace("select", "equal") for name in expected}
+        for name in expected + summary["control_files"] + summary["equal_files"]:
             assert (run / "pags" / name.removesuffix(".pt") / "metrics.json").exists()
     for name in ("table1", "table2"):
         cells = pd.read_csv(RESULTS / "tables" / f"{name}.csv")
@@ -137,20 +162,24 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout(fini
         for (block, method), group in pai.groupby(["block", "method"]):
             by_column = {row["column"]: row for _, row in group.iterrows()}
             value = {column: float(row["value"]) for column, row in by_column.items() if column != "pretrain_cost"}
-            run = Path(by_column["baseline_acc"]["sources"]).parent.parent
-            baseline = json.loads((run / "pai" / "metrics.json").read_text())
-            snapshots = [json.loads(p.read_text()) for p in sorted((run / "pags").glob("select*/metrics.json"))]
-            control = [json.loads(p.read_text()) for p in sorted((run / "pags").glob("control*/metrics.json"))]
-            best, avg, std = _readout(baseline["best_acc"], [m["best_acc"] for m in snapshots])
-            assert value["baseline_acc"] == pytest.approx(baseline["best_acc"])
-            assert value["pags_best_acc"] == pytest.approx(best)
-            assert value["pags_avg_acc"] == pytest.approx(avg)
-            assert (std is None and pd.isna(by_column["pags_avg_acc"]["spread"])) or \
-                by_column["pags_avg_acc"]["spread"] == pytest.approx(std)
-            final_best, final_avg, _ = _readout(baseline["final_acc"], [m["final_acc"] for m in snapshots])
-            control_best, control_avg, _ = _readout(baseline["best_acc"], [m["best_acc"] for m in control])
-            assert value["control_best_acc"] == pytest.approx(control_best)
-            assert value["control_avg_acc"] == pytest.approx(control_avg)
-            assert value["best_minus_control"] == pytest.approx(best - control_best)
-            assert value["pags_best_final_acc"] == pytest.approx(final_best)
-            assert value["pags_avg_final_acc"] == pytest.approx(final_avg)
+            runs = [Path(path).parent.parent for path in by_column["baseline_acc"]["sources"].split(";")]
+            assert len(runs) == 2  # both seeds, pooled
+            seeds = [_run_readouts(run) for run in runs]
+            mean = lambda values: pytest.approx(np.mean(values))  # noqa: E731
+            assert value["baseline_acc"] == mean([s["baseline"]["best_acc"] for s in seeds])
+            assert by_column["baseline_acc"]["spread"] == pytest.approx(
+                np.std([s["baseline"]["best_acc"] for s in seeds], ddof=1))
+            for reading, prefix in (("best", "pags"), ("control", "control"), ("equal", "equal")):
+                assert value[f"{prefix}_best_acc"] == mean([s[reading][0] for s in seeds]), (block, method, prefix)
+                assert value[f"{prefix}_avg_acc"] == mean([s[reading][1] for s in seeds]), (block, method, prefix)
+            assert value["pags_best_final_acc"] == mean([s["final"][0] for s in seeds])
+            assert value["pags_avg_final_acc"] == mean([s["final"][1] for s in seeds])
+            for column, a, b in (("best_minus_baseline", "best", "baseline"), ("best_minus_control", "best", "control"),
+                                 ("equal_minus_baseline", "equal", "baseline")):
+                pick = lambda s, k: s["baseline"]["best_acc"] if k == "baseline" else s[k][0]  # noqa: E731
+                diff, low, high = _t_interval([pick(s, a) - pick(s, b) for s in seeds])
+                row = by_column[column]
+                assert row["value"] == pytest.approx(diff) and row["n"] == 2, (block, method, column)
+                assert (row["low"], row["high"]) == (pytest.approx(low), pytest.approx(high))
+            for s in seeds:  # the equal-density masks keep exactly the baseline's weights
+                assert s["equal_densities"] == pytest.approx([s["baseline"]["density"]] * len(s["equal_densities"]))
