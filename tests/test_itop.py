@@ -236,13 +236,13 @@ def test_snapshot_count_of_the_configs():
     # a snapshot at every update, plus the ERK mask @0
     assert workflow.itop_total_steps(paper, "cifar100") == 97750
     assert workflow.itop_snapshot_count(paper, "cifar100") == 1 + 65
-    # digits at batch 64: 23 steps x 3 epochs = 69; updates every 12 at 12..60 -> 5, all kept, plus @0
-    assert workflow.itop_total_steps(embedded, "digits") == 69
-    assert workflow.itop_snapshot_count(embedded, "digits") == 6
+    # digits at batch 64: 23 steps x 2 epochs = 46; updates every 5 at 5..45 -> 9, all kept, plus @0
+    assert workflow.itop_total_steps(embedded, "digits") == 46
+    assert workflow.itop_snapshot_count(embedded, "digits") == 10
     assert workflow.itop_snapshot_steps(36, 6, 1) == [0, 6, 12, 18, 24, 30]
     assert workflow.itop_snapshot_steps(36, 6, 2) == [0, 12, 24]
     assert workflow.itop_snapshot_dirs(embedded, "digits", "resnet18", 0)[-1] == \
-        "results/embedded/digits/resnet18/d0.2/itop/pre0/s0/snap5"
+        "results/embedded/digits/resnet18/d0.2/itop/pre0/s0/snap9"
 
 
 def test_update_on_channels_last_weights(digits):
