@@ -180,7 +180,12 @@ def trim_or_top_up(masks: Mapping[str, torch.Tensor], scores: Mapping[str, torch
     elif kept < count:
         index = (~flat).nonzero().flatten()
         out[index] = _topk_flat(flat_scores[index], count - kept)
-    return _split(out, masks)
+    adjusted = _split(out, masks)
+    collapsed = collapsed_layers(adjusted)
+    if collapsed:
+        log.warning("trimming to %d weights leaves %d layer(s) empty (layer collapse): %s", count, len(collapsed),
+                    ", ".join(collapsed))
+    return adjusted
 
 
 # ---------------------------------------------------------------------------------------------------- ERK

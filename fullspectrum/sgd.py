@@ -22,6 +22,8 @@ class MaskedSGD:
 
     def __init__(self, params: Iterable[torch.nn.Parameter], *, momentum: float, weight_decay: float,
                  nesterov: bool) -> None:
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
         self.params = [p for p in params if p.requires_grad]
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
         self.buffers: list[torch.Tensor] | None = None  # created by the first step, as torch.optim.SGD does
@@ -66,14 +68,18 @@ class MaskedSGD:
         self.enforce_masks()
 
     def momentum_buffer(self, param: torch.Tensor) -> torch.Tensor | None:
+        """`param`'s momentum (None before the first step or for a parameter this optimiser does not hold)."""
         if self.buffers is None:
             return None
-        return next(b for p, b in zip(self.params, self.buffers) if p is param)
+        return next((b for p, b in zip(self.params, self.buffers) if p is param), None)
 
     def state_dict(self) -> dict:
         return {"buffers": None if self.buffers is None else [b.detach().cpu() for b in self.buffers]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the momentum; a ValueError if `state` is not this optimiser's (another model, another format)."""
+        if not isinstance(state, dict) or "buffers" not in state:
+            raise ValueError("not a MaskedSGD state")
         saved = state["buffers"]
         if saved is not None and [tuple(b.shape) for b in saved] != [tuple(p.shape) for p in self.params]:
             raise ValueError("optimiser state does not fit the model's parameters")

@@ -226,10 +226,14 @@ class Trainer:
             log.warning("starting over: checkpoint %s was made with other hyper-parameters or inputs",
                         self.checkpoint)
             return False
+        try:  # first, so a checkpoint of an older format is refused before anything is taken over
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:
+            log.warning("starting over: checkpoint %s holds no usable optimiser state (%s)", self.checkpoint, exc)
+            return False
         self.model.load_state_dict(state["model"])
         if state["masks"] is not None:
             self.set_masks(state["masks"])
-        self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["cpu_rng"])
         self.aug_generator.set_state(state["aug_rng"])
         if self.cuda and "cuda_rng" in state:

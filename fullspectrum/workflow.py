@@ -16,7 +16,7 @@ import os
 import re
 from typing import Iterable, Mapping
 
-from .methods import DATA_METHODS, NOISY_METHODS
+from .methods import DATA_METHODS, GLOBAL_METHODS, NOISY_METHODS
 
 
 def export_package_path(basedir: str) -> None:
@@ -342,11 +342,17 @@ def resolved_search(config: Mapping, run: Run) -> dict:
     return search
 
 
+def writes_equal_density(config: Mapping, run: Run) -> bool:
+    """Whether a run's search writes equal-density selections: `search.equal_density` on, and a score-based
+    method (ERK and Random selections never drift, so toggling the option leaves their searches alone)."""
+    return bool(resolved_search(config, run).get("equal_density")) and run.method in GLOBAL_METHODS
+
+
 def search_flags(config: Mapping, run: Run) -> str:
     """The search job's switches for the extra masks it writes: the control and the equal-density selections."""
-    search = resolved_search(config, run)
-    return " ".join(flag for key, flag in (("control", "--control"), ("equal_density", "--equal-density"))
-                    if search.get(key))
+    flags = {"--control": bool(resolved_search(config, run).get("control")),
+             "--equal-density": writes_equal_density(config, run)}
+    return " ".join(flag for flag, on in flags.items() if on)
 
 
 def search_settings(config: Mapping, run: Run) -> dict:

@@ -121,6 +121,9 @@ def selected_mask_dirs(run):
         dataset=run.dataset, model=run.model, density=wf.density_str(run.density), method=run.method,
         iters=run.iters, seed=run.seed).output[0]
     summary = json.loads(open(f"{search_dir}/summary.json").read())
+    if wf.writes_equal_density(config, run) and not summary.get("equal_density"):
+        raise WorkflowError(f"{search_dir} was written without search.equal_density; delete it so the search "
+                            "reruns and writes the equal-density selections")
     names = summary["selected_files"] + summary.get("control_files", []) + summary.get("equal_files", [])
     return [f"{run.dir(RESULTS)}/pags/{name.removesuffix('.pt')}" for name in names]
 

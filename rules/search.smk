@@ -60,7 +60,7 @@ rule pags_results:
         f"{RUN_DIR}/pags/results.json",
     params:
         equal=lambda wildcards: "--equal-density" if wf.resolved_search(config, run_of(wildcards)).get(
-            "equal_density") else "",
+            "equal_density") else "",  # ERK/Random too: their selections stand for themselves
         code=code("collect_results"),
     threads: 1
     log:

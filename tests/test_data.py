@@ -105,3 +105,12 @@ def test_augmentation_is_seeded(digits):
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(digits.epoch_order(0, 3), digits.epoch_order(0, 3))
     assert not torch.equal(digits.epoch_order(0, 3), digits.epoch_order(0, 4))
+
+
+def test_each_method_scores_on_what_it_needs(digits):
+    snip = digits.method_batches("snip", 3, 32, seed=0, augment=True)
+    assert len(snip) == 3 and snip[0][0].shape == (32, 3, 16, 16)
+    assert len(digits.method_batches("grasp", "all", 500, seed=0, augment=False)) == 3  # 1,437 images
+    synflow = digits.method_batches("synflow", None, None, seed=0, augment=False)
+    assert len(synflow) == 1 and synflow[0][0].shape == (1, 3, 16, 16)  # its all-ones input takes this shape
+    assert digits.method_batches("erk", None, None, seed=0, augment=False) is None

@@ -71,3 +71,28 @@ train.Trainer(net, data.DeviceData({str(digits_path)!r}), cfg, seed=0, progress=
 assert "torch._dynamo" not in sys.modules, "training imported torch._dynamo"
 """
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_a_foreign_or_older_optimiser_state_is_refused_and_a_resume_starts_over(digits, tmp_path):
+    params, _ = params_and_grads()
+    with pytest.raises(ValueError, match="Nesterov"):
+        MaskedSGD(params, momentum=0.0, weight_decay=0.0, nesterov=True)
+    with pytest.raises(ValueError, match="not a MaskedSGD state"):  # torch.optim.SGD's state_dict layout
+        MaskedSGD(params, momentum=0.9, weight_decay=0.0, nesterov=False).load_state_dict(
+            {"state": {}, "param_groups": [{"lr": 0.1}]})
+
+    from fullspectrum import models
+    from fullspectrum.torch_io import load_torch, save_torch
+    from fullspectrum.train import Trainer, TrainConfig
+
+    cfg, checkpoint = TrainConfig(epochs=2, batch_size=256), tmp_path / "state.pt"
+    Trainer(models.build_seeded("resnet18", 10, 2, 0), digits, cfg, seed=0, checkpoint=checkpoint,
+            progress=False).fit()
+    state = load_torch(checkpoint, what="checkpoint")
+    state["optimizer"] = {"state": {}, "param_groups": [{"lr": 0.1}]}  # as an older version of the loop saved it
+    save_torch(state, checkpoint)
+    fresh = models.build_seeded("resnet18", 10, 2, 0)
+    initial = {k: v.clone() for k, v in fresh.state_dict().items()}
+    trainer = Trainer(fresh, digits, cfg, seed=0, checkpoint=checkpoint, progress=False)
+    assert trainer.try_resume() is False and trainer.step == 0
+    assert all(torch.equal(v, initial[k]) for k, v in trainer.model.state_dict().items())  # nothing taken over

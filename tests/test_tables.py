@@ -180,3 +180,18 @@ def test_collected_search_results_pair_each_selection_with_its_equal_density_mas
     assert [m["final_acc"] for m in results["equal"]] == [81.0, 70.0, 80.0]  # equal2 stands in for select2
     assert [m["final_acc"] for m in results["control"]] == [60.0]
     assert collect_mask_results(dirs)["equal"] == []  # the option off: no equal-density reading
+
+
+def test_the_verdict_line_counts_cells_and_intervals(sources, tmp_path):
+    from fullspectrum.summary import verdict
+
+    cells = tables.assemble("table1", CIFAR10, sources, train_epochs=250, steps_per_epoch=391)
+    csv = tmp_path / "table1.csv"
+    cells.to_csv(csv, index=False)
+    line = verdict(csv)
+    # best - baseline: SNIP mean of [3, -1] = +1, ERK +1 (one seed), GraSP missing; SNIP's interval spans 0
+    assert "best − baseline +1.00 points on average, > 0 in 2/3; 95% interval above 0 in 0, below 0 in 0 " \
+           "(t over 2 seeds)" in line
+    # only SNIP has a control and equal-density masks: [2.5, -1.5] -> +0.50, and [2, -2] -> +0.00
+    assert "best − control best +0.50 points on average, > 0 in 1/1" in line
+    assert "equal-density best − baseline +0.00 points on average, > 0 in 0/1" in line

@@ -152,8 +152,22 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout_pool
         assert summary["selected_files"] == expected
         # the no-criterion control (on in this config): as many whole candidates as snapshots selected
         assert summary["control_files"] == [f"control{k}.pt" for k in range(1, len(expected) + 1)]
-        # equal density (on in this config): a mask only for selections whose weight count drifted
-        assert set(summary["equal_files"]) <= {name.replace("select", "equal") for name in expected}
+        # equal density (on in this config): a mask for exactly the selections whose weight count drifted, at the
+        # baseline's count, dropping only selected weights (too many) or adding only pruned ones (too few)
+        masks = lambda path: torch.load(path, weights_only=True)["masks"]  # noqa: E731
+        count = lambda mask: sum(int(m.sum()) for m in mask.values())  # noqa: E731
+        baseline_count = count(masks(run / "pai" / "mask.pt"))
+        drifted = [name for name in expected if count(masks(summary_path.parent / name)) != baseline_count]
+        assert summary["equal_files"] == [name.replace("select", "equal") for name in drifted]
+        if summary["method"] == "erk":
+            assert not drifted  # every ERK candidate keeps each layer's count
+        for name in drifted:
+            selected = masks(summary_path.parent / name)
+            equal = masks(summary_path.parent / name.replace("select", "equal"))
+            assert count(equal) == baseline_count
+            direction = (lambda e, s: bool((e <= s).all())) if count(selected) > baseline_count else \
+                (lambda e, s: bool((e >= s).all()))
+            assert all(direction(equal[k], selected[k]) for k in selected)
         for name in expected + summary["control_files"] + summary["equal_files"]:
             assert (run / "pags" / name.removesuffix(".pt") / "metrics.json").exists()
     for name in ("table1", "table2"):

@@ -71,7 +71,8 @@ def main() -> None:
                  out / "candidates.csv")
     summary = {**result.summary, "algorithm": algorithm, "method": method,
                "target_density": base_meta["target_density"], "weights": args.weights, "baseline": args.baseline,
-               "selected_files": selected_files, "control_files": control_files, "equal_files": equal_files,
+               "selected_files": selected_files, "control_files": control_files,
+               "equal_density": args.equal_density, "equal_files": equal_files,
                "provenance": provenance(config=args.search, device=train.describe_device(device),
                                         wall_seconds=time.perf_counter() - started)}
     io.write_json(summary, out / "summary.json")

@@ -10,6 +10,7 @@ from typing import Iterable
 
 from ..io import read_csv, read_json
 
+SEARCH_MASK_KINDS = ("select", "control", "equal")
 GRAPH_COLUMNS = ("layer", "delta_r", "lambda_gap", "delta_r_imdb", "lambda_imdb", "l2")
 
 
@@ -46,6 +47,9 @@ def collect_mask_results(mask_dirs: Iterable[str | Path], equal_density: bool = 
     by_kind: dict[str, dict[int, dict]] = {}
     for mask_dir in mask_dirs:
         kind, number = _kind_and_number(mask_dir)
+        if kind not in SEARCH_MASK_KINDS:
+            raise ValueError(f"{mask_dir} is not a search's mask directory (expected {', '.join(SEARCH_MASK_KINDS)}"
+                             "{k})")
         by_kind.setdefault(kind, {})[number] = mask_result(mask_dir)
     ordered = {kind: [found[n] for n in sorted(found)] for kind, found in by_kind.items()}
     selected, adjusted = by_kind.get("select", {}), by_kind.get("equal", {})

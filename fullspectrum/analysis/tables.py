@@ -103,8 +103,8 @@ def _cell(values: list, files: list[str], n: int | None = None, single_spread: f
 
 
 def _seed_readouts(row: Mapping) -> list[dict]:
-    """Per seed with both files present: the baseline, the selected snapshots, the control and the equal-density
-    selections, read out both ways (best-epoch and final-epoch accuracy), and their achieved densities."""
+    """Per seed with both files present: the baseline and the selected snapshots read out both ways (best-epoch and
+    final-epoch accuracy), the control and the equal-density selections (best-epoch), and achieved densities."""
     out = []
     for baseline_path, search_path in zip(row["baseline"], row["search"]):
         if not (_exists(baseline_path) and _exists(search_path)):
@@ -116,8 +116,8 @@ def _seed_readouts(row: Mapping) -> list[dict]:
                 "pags_density": statistics.fmean(m["density"] for m in selected) if selected else None}
         for kind, key in (("best", "best_acc"), ("final", "final_acc")):
             seed[kind] = authors_readout(baseline[key], [m[key] for m in selected])
-            seed[f"control_{kind}"] = authors_readout(baseline[key], [m[key] for m in control])
-            seed[f"equal_{kind}"] = authors_readout(baseline[key], [m[key] for m in equal])
+        seed["control"] = authors_readout(baseline["best_acc"], [m["best_acc"] for m in control])
+        seed["equal"] = authors_readout(baseline["best_acc"], [m["best_acc"] for m in equal])
         out.append(seed)
     return out
 
@@ -143,7 +143,7 @@ def _pai_values(row: Mapping) -> dict:
     with_equal = [s for s in seeds if s["has_equal"]]
     for prefix, having in (("control", with_control), ("equal", with_equal)):
         if having:
-            readouts = [s[f"{prefix}_best"] for s in having]
+            readouts = [s[prefix] for s in having]
             values[f"{prefix}_best_acc"] = _cell([r["best"] for r in readouts], files)
             values[f"{prefix}_avg_acc"] = _cell([r["avg"] for r in readouts], files,
                                                 sum(r["n_avg"] for r in readouts),
@@ -152,9 +152,9 @@ def _pai_values(row: Mapping) -> dict:
                                                      [s["baseline"]["best_acc"] for s in seeds], files)
     if with_control:
         values["best_minus_control"] = _difference_cell([s["best"]["best"] for s in with_control],
-                                                        [s["control_best"]["best"] for s in with_control], files)
+                                                        [s["control"]["best"] for s in with_control], files)
     if with_equal:
-        values["equal_minus_baseline"] = _difference_cell([s["equal_best"]["best"] for s in with_equal],
+        values["equal_minus_baseline"] = _difference_cell([s["equal"]["best"] for s in with_equal],
                                                           [s["baseline"]["best_acc"] for s in with_equal], files)
     baseline_density = [s["baseline"]["density"] for s in seeds]
     pags_density = [s["pags_density"] for s in seeds]
@@ -341,4 +341,7 @@ def caption(name: str, table_cfg: Mapping, config: Mapping) -> str:
             "at least as good as the baseline when more than one is, else over all). That is the paper's protocol "
             "and it is optimistic: the epoch is picked on the test set. The 'final' columns read out final-epoch "
             f"accuracy the same way. PAGS/PEGS over {'/'.join(map(str, populations)) or '–'} candidates, "
-            f"{trained}; {source}." + (f" {table_cfg['note']}" if table_cfg.get("note") else ""))
+            f"{trained}; {source}. Control: the search's first candidates as whole masks (no graph criterion), as "
+            "many as snapshots trained. Equal-density: each selection trimmed or topped up to its baseline's "
+            "weight count by the baseline's scores. Differences are paired over seeds: mean [95% t interval], "
+            "seeds > 0, * where the interval excludes 0." + (f" {table_cfg['note']}" if table_cfg.get("note") else ""))
