@@ -109,11 +109,16 @@ class Costs:
         return 1.0 if batches == "all" else batches / steps_per_epoch
 
     def search_minutes(self, run: wf.Run) -> float:
-        """GPU minutes of a run's search: per candidate, its scoring batches plus graph metrics and bookkeeping."""
+        """GPU minutes of a run's search: per candidate, its scoring batches plus graph metrics and bookkeeping;
+        with the control, its draws (at most one per snapshot); with equal density, the baseline's scoring pass."""
         search = wf.resolved_search(self.config, run)
         per_candidate = (self.minutes(run.model, self.scoring_epochs(run, search["batches"]))
                          + self.resources.get("seconds_per_candidate", {}).get(run.model, 0.0) / 60)
-        return search["population"] * per_candidate
+        control_draws = search["population"] // search["snapshot_every"] if search.get("control") else 0
+        minutes = (search["population"] + control_draws) * per_candidate
+        if wf.writes_equal_density(self.config, run):
+            minutes += self.minutes(run.model, self.scoring_epochs(run, self.config["pai"]["scoring_batches"]))
+        return minutes
 
     def training(self, rule: str, model: str, epochs: float, count: Span = exact(1)) -> Jobs:
         return Jobs(rule, count, count.scale(epochs), count.scale(self.minutes(model, epochs)))
