@@ -66,19 +66,25 @@ COLUMNS = ("layer", "shape", "density", "n_out", "n_in", "dbar_out", "dbar_in") 
 SOLVERS = ("auto", "gram")
 
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
-# Lanczos; below it a dense Gram matrix and eigvalsh cost less (measured on ResNet18 masks: equal near 150).
-_LANCZOS_MIN_SIDE = 160
+# Lanczos; below it a dense Gram matrix and eigvalsh cost less (measured on the full-width ResNet18 at ERK 0.05:
+# any threshold from 80 to 140 costs the same within 5%, 160 costs 7% more).
+_LANCZOS_MIN_SIDE = 100
 # Lanczos checks its Ritz values every this many steps, from step _LANCZOS_FIRST_CHECK on (no ResNet layer graph
 # converged in fewer steps).
 _LANCZOS_CHECK = 4
 _LANCZOS_FIRST_CHECK = 24
 # Lanczos stops when the residual norms of both top Ritz pairs are below this fraction of s1^2. The eigenvalue
-# error is then about residual^2 / gap: on ResNet masks the singular values agree with dense solves to ~1e-15.
-_LANCZOS_TOL = 1e-8
+# error is then about residual^2 / gap: on the ResNet18 at ERK 0.05 the metrics agree with eigsh to 3e-8 relative
+# (1e-5 would cost 4e-6 for 10% fewer steps; 1e-8 takes 20% more steps for ~1e-15).
+_LANCZOS_TOL = 1e-6
 # A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors, so that the batch
 # (its basis some fifty vectors deep: about 2 MB) stays in cache; larger batches measured slower, smaller ones
 # pay more Python overhead per step.
 _LANCZOS_BATCH = 4096
+# A batch's block-diagonal operator is rebuilt without its finished recurrences once the running ones hold at most
+# this fraction of its nonzeros: rebuilding costs as much as several products, more than multiplying zeros for a
+# few steps.
+_LANCZOS_REBUILD = 0.5
 # model_metrics with a progress callback measures the layers in chunks of about this many weights.
 _PROGRESS_CHUNK = 5_000_000
 # Gram matrices up to this size are zero-padded to a multiple of 8 so that more of them share one batched
@@ -198,9 +204,11 @@ def _column_major_edges_torch(mask: torch.Tensor, groups: int) -> tuple[torch.Te
     return rows[order], cols[order], flat[order]
 
 
-def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
-    """Node ids in 0..size-1 renumbered 0..k-1 in order of id, dropping the ids that do not occur."""
-    present = torch.zeros(size, dtype=torch.bool, device=nodes.device).index_fill_(0, nodes, True)
+def _renumber(nodes: torch.Tensor, degree: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Node ids renumbered 0..k-1 in order of id, dropping the ids of degree 0 (`degree`: per id)."""
+    present = degree > 0
+    if bool(present.all()):  # the usual case: nothing to renumber
+        return nodes, degree.numel()
     rank = torch.cumsum(present, 0) - 1
     return rank.index_select(0, nodes), int(rank[-1]) + 1
 
@@ -213,11 +221,12 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     n_cols = groups * width
     # B = mask.reshape(C_out, -1), block-diagonal over groups: rows are the outputs, columns the (c_in, k...) inputs.
     rows, cols, index = _column_major_edges(mask.reshape(n_rows, width), groups)
-    magnitude = torch.take(weight, index).to(torch.float64).abs_()
+    magnitude = weight.reshape(-1).index_select(0, index).to(torch.float64).abs_()  # 2.5x torch.take's speed
     if not bool(torch.isfinite(magnitude).all()):
         raise ValueError("weight has non-finite values where the mask keeps it")
-    whole_rows, n_out = _renumber(rows, n_rows)
-    whole_cols, n_in = _renumber(cols, n_cols)
+    col_degree = torch.bincount(cols, minlength=n_cols)
+    whole_rows, n_out = _renumber(rows, torch.bincount(rows, minlength=n_rows))
+    whole_cols, n_in = _renumber(cols, col_degree)
     edges = rows.numel()
     layer = _Layer(shape, n_rows * width, edges, n_out, n_in)
     # Integer forms of "mean output degree >= 3 and mean input degree > 1": no rounding at the boundary.
@@ -227,7 +236,6 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     # The equal-degree groups, all at once: reorder the edges by input degree, keeping each input's run of edges
     # whole, then number each group's inputs and reached outputs 0.. within the group.
     device = rows.device
-    col_degree = torch.bincount(cols, minlength=n_cols)
     by_degree = torch.argsort(col_degree, stable=True)
     run = col_degree[by_degree]
     shift = _exclusive_cumsum(col_degree)[by_degree] - _exclusive_cumsum(run)
@@ -241,7 +249,7 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     cell = edge_degree * n_rows + rows  # (degree, output) pairs, flattened
     reached = torch.zeros(counts.numel() * n_rows, dtype=torch.bool, device=device).index_fill_(0, cell, True)
     row_rank = torch.cumsum(reached.view(counts.numel(), n_rows), 1) - 1
-    group_rows = torch.take(row_rank, cell)
+    group_rows = row_rank.view(-1).index_select(0, cell)
     n_reached = (row_rank[:, -1] + 1).tolist()
     for d, (count, start) in enumerate(zip(counts.tolist(), first_edge.tolist())):
         # validity: d >= 3 (d == 0 are the isolated inputs) and mean degree of the reached outputs > 1
@@ -252,8 +260,8 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     return layer
 
 
-def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:
-    return torch.cumsum(values, 0) - values
+def _exclusive_cumsum(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    return values.cumsum(0) - values
 
 
 def _gram(graph: _Graph) -> torch.Tensor:
@@ -364,13 +372,15 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
         basis[slot, 0, :size] = start / np.linalg.norm(start)
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
-    operator = adjoint = None
+    nnz = np.array([m.data.size for m, _ in problems])
+    members, operator, adjoint = active, None, None  # the problems the operator's blocks hold
     for j in range(n):
         if operator is None:
-            operator = _diagonal_stack([problems[i][0] for i in active], rows=n)
-            adjoint = _diagonal_stack([problems[i][1] for i in active], cols=n)
+            members = active
+            operator = _diagonal_stack([problems[i][0] for i in members], rows=n)
+            adjoint = _diagonal_stack([problems[i][1] for i in members], cols=n)
         v = basis[:, j]
-        w = (operator @ (adjoint @ torch.from_numpy(v.ravel()))).numpy().reshape(-1, n)
+        w = _product(operator, adjoint, v, np.searchsorted(members, active), members.size)
         alpha[:, j] = np.einsum("cn,cn->c", v, w)
         w -= alpha[:, j, None] * v
         if j:
@@ -394,10 +404,20 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
             grown[:, : j + 1] = basis[keep, : j + 1]
             basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
-            if finished.any():
-                active, operator = active[keep], None
+            active = active[keep]
+            if nnz[active].sum() <= _LANCZOS_REBUILD * nnz[members].sum():
+                operator = None
         basis[:, j + 1] = w / beta[:, j, None]
     raise AssertionError("unreachable: every recurrence ends by step n")
+
+
+def _product(operator: torch.Tensor, adjoint: torch.Tensor, v: np.ndarray, slots: np.ndarray,
+             blocks: int) -> np.ndarray:
+    """`operator @ adjoint @ v` for the running recurrences' vectors `v` [running, n], held in `slots` of the
+    operator's `blocks` blocks; the blocks of finished recurrences get zeros."""
+    x = np.zeros((blocks, v.shape[1]))
+    x[slots] = v
+    return (operator @ (adjoint @ torch.from_numpy(x.ravel()))).numpy().reshape(blocks, -1)[slots]
 
 
 def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
