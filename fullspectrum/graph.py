@@ -394,8 +394,8 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
         if checking or exhausted.any():
             for slot in range(active.size) if checking else np.flatnonzero(exhausted):
                 ritz, last = _top_ritz(alpha[slot, : j + 1], beta[slot, :j])
-                if exhausted[slot] or (beta[slot, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
-                    found[active[slot]] = np.pad(ritz[::-1], (0, 2 - ritz.size))
+                if exhausted[slot] or beta[slot, j] * np.abs(last).max() <= _LANCZOS_TOL * ritz[-1]:
+                    found[active[slot]] = np.array([ritz[-1], ritz[0] if ritz.size == 2 else 0.0])
                     finished[slot] = True
             if finished.all():
                 return found
