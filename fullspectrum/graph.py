@@ -434,12 +434,11 @@ def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return ritz[:2], vectors[-1, :2]
 
 
-def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
-    """Per channel (topology, weight): the biadjacency with the small side as rows, its transpose, and the
-    connected-component label of every node (small side first).
+def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr]]:
+    """Per channel (topology, weight): the biadjacency with the small side as rows, and its transpose.
 
-    The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation,
-    shared by both channels.
+    The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation.
+    The weight channel shares the topology's index arrays unless a kept weight is exactly 0 (no edge there).
     """
     rows, cols, weights = graph.rows.numpy(), graph.cols.numpy(), graph.weights.numpy()
     by_row = np.argsort(rows.astype(np.int16) if graph.n_rows < 2**15 else rows, kind="stable")
@@ -449,42 +448,56 @@ def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
     by_columns = [_Csr(col_ptr, rows, data, graph.n_rows) for data in (ones, weights)]
     by_rows = [_Csr(row_ptr, row_cols, data, graph.n_cols) for data in (ones, weights[by_row])]
     sides, others = (by_rows, by_columns) if graph.n_rows <= graph.n_cols else (by_columns, by_rows)
-    labels = _components(sides[0], others[0])
-    out = [(sides[0], others[0], labels)]
     if sides[1].data.all():
-        out.append((sides[1], others[1], labels))
-    else:  # a kept weight of exactly 0 is no edge of the weighted graph
-        side, other = sides[1].scipy(), others[1].scipy()
-        side.eliminate_zeros()
-        other.eliminate_zeros()
-        out.append((_Csr.of(side), _Csr.of(other), _components(_Csr.of(side), _Csr.of(other))))
-    return out
+        return list(zip(sides, others))
+    side, other = sides[1].scipy(), others[1].scipy()
+    side.eliminate_zeros()
+    other.eliminate_zeros()
+    return [(sides[0], others[0]), (_Csr.of(side), _Csr.of(other))]
 
 
-def _components(side: _Csr, other: _Csr) -> np.ndarray:
-    """Connected-component label of every node (small side first, then the other side).
+def _components(pairs: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
+    """Connected-component label of every node (small side first, then the other side) of each graph given as
+    (side, other), numbered from 0 within the graph; pairs sharing index arrays (channels) share the labels.
 
-    The square adjacency `[[0, side], [other, 0]]` is symmetric, so its strong components are the connected
-    ones, and scipy finds those without transposing it.
+    One scipy search for all the graphs, as diagonal blocks of one square adjacency (one call per graph cost
+    more in overhead than in the search). Each block `[[0, side], [other, 0]]` is symmetric, so its strong
+    components are the connected ones, and scipy finds those without transposing it.
     """
-    n_side = side.n_rows
-    indptr = np.concatenate([side.indptr, other.indptr[1:] + side.indptr[-1]])
-    indices = np.concatenate([side.indices + n_side, other.indices])
-    n = n_side + other.n_rows
-    square = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
-    return connected_components(square, directed=True, connection="strong")[1]
+    distinct = {id(side.indices): (side, other) for side, other in pairs}
+    indptr, indices, nodes, edges = [np.zeros(1, dtype=np.int64)], [], 0, 0
+    for side, other in distinct.values():
+        indptr += [side.indptr[1:] + edges, other.indptr[1:] + edges + side.indptr[-1]]
+        indices += [side.indices + nodes + side.n_rows, other.indices + nodes]
+        nodes, edges = nodes + side.n_rows + other.n_rows, edges + side.indptr[-1] + other.indptr[-1]
+    square = sp.csr_matrix((np.ones(edges), np.concatenate(indices), np.concatenate(indptr)), shape=(nodes, nodes))
+    labels = connected_components(square, directed=True, connection="strong")[1]
+    sizes = [side.n_rows + other.n_rows for side, other in distinct.values()]
+    found = {key: _from_zero(part) for key, part in zip(distinct, np.split(labels, np.cumsum(sizes)[:-1]))}
+    return [found[id(side.indices)] for side, _ in pairs]
+
+
+def _from_zero(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0.. in order (all 0 for a connected graph)."""
+    if labels.min() == labels.max():
+        return np.zeros_like(labels)
+    return np.unique(labels, return_inverse=True)[1]
 
 
 def _solve_sparse(graphs: list[_Graph]) -> None:
     """Set `graph.top` of large graphs on the CPU: Lanczos on every large connected component (of every graph
     and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
+    if not graphs:
+        return
+    channels = [_channels(graph) for graph in graphs]
+    labels = iter(_components([pair for pairs in channels for pair in pairs]))
     problems, owners = [], []
     eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
-    for index, graph in enumerate(graphs):
-        for channel, (side, other, labels) in enumerate(_channels(graph)):
+    for index, pairs in enumerate(channels):
+        for channel, ((side, other), label) in enumerate(zip(pairs, labels)):
             parts = [(side, other)]
-            if labels.any():  # disconnected
-                matrix, side_labels, other_labels = side.scipy(), labels[: side.n_rows], labels[side.n_rows:]
+            if label.any():  # disconnected
+                matrix, side_labels, other_labels = side.scipy(), label[: side.n_rows], label[side.n_rows:]
                 large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
                 parts = [(_Csr.of(part), _Csr.of(part.T.tocsr())) for part in
                          (matrix[side_labels == c][:, other_labels == c] for c in large)]
@@ -495,9 +508,14 @@ def _solve_sparse(graphs: list[_Graph]) -> None:
             owners += [eigen[index][channel]] * len(parts)
     for owner, top in zip(owners, _lanczos_top_two(problems)):
         owner.append(top)
-    for graph, channels in zip(graphs, eigen):
-        tops = [np.pad(np.sort(np.concatenate(c))[::-1][:2], (0, max(0, 2 - sum(map(len, c))))) for c in channels]
-        graph.top = np.sqrt(np.clip(np.stack(tops), 0.0, None))
+    for graph, candidates in zip(graphs, eigen):
+        graph.top = np.sqrt(np.clip(np.stack([_largest_two(c) for c in candidates]), 0.0, None))
+
+
+def _largest_two(candidates: list[np.ndarray]) -> np.ndarray:
+    """The two largest of a channel's candidate eigenvalues, descending (0 for a missing one: the candidates
+    are eigenvalues of positive semidefinite matrices)."""
+    return np.sort(np.concatenate([*candidates, np.zeros(2)]))[:-3:-1]
 
 
 def _solve(graphs: list[_Graph], solver: str) -> None:
