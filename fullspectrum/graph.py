@@ -66,19 +66,25 @@ COLUMNS = ("layer", "shape", "density", "n_out", "n_in", "dbar_out", "dbar_in") 
 SOLVERS = ("auto", "gram")
 
 # On the CPU a graph (or connected component) with at least this many nodes on its small side is solved by
-# Lanczos; below it a dense Gram matrix and eigvalsh cost less (measured on ResNet18 masks: equal near 150).
-_LANCZOS_MIN_SIDE = 160
+# Lanczos; below it a dense Gram matrix and eigvalsh cost less (measured on the full-width ResNet18 at ERK 0.05:
+# any threshold from 80 to 140 costs the same within 5%, 160 costs 7% more).
+_LANCZOS_MIN_SIDE = 100
 # Lanczos checks its Ritz values every this many steps, from step _LANCZOS_FIRST_CHECK on (no ResNet layer graph
 # converged in fewer steps).
 _LANCZOS_CHECK = 4
 _LANCZOS_FIRST_CHECK = 24
 # Lanczos stops when the residual norms of both top Ritz pairs are below this fraction of s1^2. The eigenvalue
-# error is then about residual^2 / gap: on ResNet masks the singular values agree with dense solves to ~1e-15.
-_LANCZOS_TOL = 1e-8
+# error is then about residual^2 / gap: on the ResNet18 at ERK 0.05 the metrics agree with eigsh to 3e-8 relative
+# (1e-5 would cost 4e-6 for 10% fewer steps; 1e-8 takes 20% more steps for ~1e-15).
+_LANCZOS_TOL = 1e-6
 # A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors, so that the batch
 # (its basis some fifty vectors deep: about 2 MB) stays in cache; larger batches measured slower, smaller ones
 # pay more Python overhead per step.
 _LANCZOS_BATCH = 4096
+# A batch's block-diagonal operator is rebuilt without its finished recurrences once the running ones hold at most
+# this fraction of its nonzeros: rebuilding costs as much as several products, more than multiplying zeros for a
+# few steps.
+_LANCZOS_REBUILD = 0.5
 # model_metrics with a progress callback measures the layers in chunks of about this many weights.
 _PROGRESS_CHUNK = 5_000_000
 # Gram matrices up to this size are zero-padded to a multiple of 8 so that more of them share one batched
@@ -198,9 +204,11 @@ def _column_major_edges_torch(mask: torch.Tensor, groups: int) -> tuple[torch.Te
     return rows[order], cols[order], flat[order]
 
 
-def _renumber(nodes: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
-    """Node ids in 0..size-1 renumbered 0..k-1 in order of id, dropping the ids that do not occur."""
-    present = torch.zeros(size, dtype=torch.bool, device=nodes.device).index_fill_(0, nodes, True)
+def _renumber(nodes: torch.Tensor, degree: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Node ids renumbered 0..k-1 in order of id, dropping the ids of degree 0 (`degree`: per id)."""
+    present = degree > 0
+    if bool(present.all()):  # the usual case: nothing to renumber
+        return nodes, degree.numel()
     rank = torch.cumsum(present, 0) - 1
     return rank.index_select(0, nodes), int(rank[-1]) + 1
 
@@ -213,11 +221,12 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     n_cols = groups * width
     # B = mask.reshape(C_out, -1), block-diagonal over groups: rows are the outputs, columns the (c_in, k...) inputs.
     rows, cols, index = _column_major_edges(mask.reshape(n_rows, width), groups)
-    magnitude = torch.take(weight, index).to(torch.float64).abs_()
+    magnitude = weight.reshape(-1).index_select(0, index).to(torch.float64).abs_()  # 2.5x torch.take's speed
     if not bool(torch.isfinite(magnitude).all()):
         raise ValueError("weight has non-finite values where the mask keeps it")
-    whole_rows, n_out = _renumber(rows, n_rows)
-    whole_cols, n_in = _renumber(cols, n_cols)
+    col_degree = torch.bincount(cols, minlength=n_cols)
+    whole_rows, n_out = _renumber(rows, torch.bincount(rows, minlength=n_rows))
+    whole_cols, n_in = _renumber(cols, col_degree)
     edges = rows.numel()
     layer = _Layer(shape, n_rows * width, edges, n_out, n_in)
     # Integer forms of "mean output degree >= 3 and mean input degree > 1": no rounding at the boundary.
@@ -227,7 +236,6 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     # The equal-degree groups, all at once: reorder the edges by input degree, keeping each input's run of edges
     # whole, then number each group's inputs and reached outputs 0.. within the group.
     device = rows.device
-    col_degree = torch.bincount(cols, minlength=n_cols)
     by_degree = torch.argsort(col_degree, stable=True)
     run = col_degree[by_degree]
     shift = _exclusive_cumsum(col_degree)[by_degree] - _exclusive_cumsum(run)
@@ -241,7 +249,7 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     cell = edge_degree * n_rows + rows  # (degree, output) pairs, flattened
     reached = torch.zeros(counts.numel() * n_rows, dtype=torch.bool, device=device).index_fill_(0, cell, True)
     row_rank = torch.cumsum(reached.view(counts.numel(), n_rows), 1) - 1
-    group_rows = torch.take(row_rank, cell)
+    group_rows = row_rank.view(-1).index_select(0, cell)
     n_reached = (row_rank[:, -1] + 1).tolist()
     for d, (count, start) in enumerate(zip(counts.tolist(), first_edge.tolist())):
         # validity: d >= 3 (d == 0 are the isolated inputs) and mean degree of the reached outputs > 1
@@ -252,8 +260,8 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
     return layer
 
 
-def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:
-    return torch.cumsum(values, 0) - values
+def _exclusive_cumsum(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    return values.cumsum(0) - values
 
 
 def _gram(graph: _Graph) -> torch.Tensor:
@@ -364,13 +372,15 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
         basis[slot, 0, :size] = start / np.linalg.norm(start)
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
-    operator = adjoint = None
+    nnz = np.array([m.data.size for m, _ in problems])
+    members, operator, adjoint = active, None, None  # the problems the operator's blocks hold
     for j in range(n):
         if operator is None:
-            operator = _diagonal_stack([problems[i][0] for i in active], rows=n)
-            adjoint = _diagonal_stack([problems[i][1] for i in active], cols=n)
+            members = active
+            operator = _diagonal_stack([problems[i][0] for i in members], rows=n)
+            adjoint = _diagonal_stack([problems[i][1] for i in members], cols=n)
         v = basis[:, j]
-        w = (operator @ (adjoint @ torch.from_numpy(v.ravel()))).numpy().reshape(-1, n)
+        w = _product(operator, adjoint, v, np.searchsorted(members, active), members.size)
         alpha[:, j] = np.einsum("cn,cn->c", v, w)
         w -= alpha[:, j, None] * v
         if j:
@@ -384,8 +394,8 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
         if checking or exhausted.any():
             for slot in range(active.size) if checking else np.flatnonzero(exhausted):
                 ritz, last = _top_ritz(alpha[slot, : j + 1], beta[slot, :j])
-                if exhausted[slot] or (beta[slot, j] * np.abs(last) <= _LANCZOS_TOL * ritz[-1]).all():
-                    found[active[slot]] = np.pad(ritz[::-1], (0, 2 - ritz.size))
+                if exhausted[slot] or beta[slot, j] * np.abs(last).max() <= _LANCZOS_TOL * ritz[-1]:
+                    found[active[slot]] = np.array([ritz[-1], ritz[0] if ritz.size == 2 else 0.0])
                     finished[slot] = True
             if finished.all():
                 return found
@@ -394,10 +404,20 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
             grown[:, : j + 1] = basis[keep, : j + 1]
             basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
-            if finished.any():
-                active, operator = active[keep], None
+            active = active[keep]
+            if nnz[active].sum() <= _LANCZOS_REBUILD * nnz[members].sum():
+                operator = None
         basis[:, j + 1] = w / beta[:, j, None]
     raise AssertionError("unreachable: every recurrence ends by step n")
+
+
+def _product(operator: torch.Tensor, adjoint: torch.Tensor, v: np.ndarray, slots: np.ndarray,
+             blocks: int) -> np.ndarray:
+    """`operator @ adjoint @ v` for the running recurrences' vectors `v` [running, n], held in `slots` of the
+    operator's `blocks` blocks; the blocks of finished recurrences get zeros."""
+    x = np.zeros((blocks, v.shape[1]))
+    x[slots] = v
+    return (operator @ (adjoint @ torch.from_numpy(x.ravel()))).numpy().reshape(blocks, -1)[slots]
 
 
 def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -414,12 +434,11 @@ def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return ritz[:2], vectors[-1, :2]
 
 
-def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
-    """Per channel (topology, weight): the biadjacency with the small side as rows, its transpose, and the
-    connected-component label of every node (small side first).
+def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr]]:
+    """Per channel (topology, weight): the biadjacency with the small side as rows, and its transpose.
 
-    The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation,
-    shared by both channels.
+    The edges come column by column (CSR of the transpose); one radix sort by row gives the other orientation.
+    The weight channel shares the topology's index arrays unless a kept weight is exactly 0 (no edge there).
     """
     rows, cols, weights = graph.rows.numpy(), graph.cols.numpy(), graph.weights.numpy()
     by_row = np.argsort(rows.astype(np.int16) if graph.n_rows < 2**15 else rows, kind="stable")
@@ -429,42 +448,56 @@ def _channels(graph: _Graph) -> list[tuple[_Csr, _Csr, np.ndarray]]:
     by_columns = [_Csr(col_ptr, rows, data, graph.n_rows) for data in (ones, weights)]
     by_rows = [_Csr(row_ptr, row_cols, data, graph.n_cols) for data in (ones, weights[by_row])]
     sides, others = (by_rows, by_columns) if graph.n_rows <= graph.n_cols else (by_columns, by_rows)
-    labels = _components(sides[0], others[0])
-    out = [(sides[0], others[0], labels)]
     if sides[1].data.all():
-        out.append((sides[1], others[1], labels))
-    else:  # a kept weight of exactly 0 is no edge of the weighted graph
-        side, other = sides[1].scipy(), others[1].scipy()
-        side.eliminate_zeros()
-        other.eliminate_zeros()
-        out.append((_Csr.of(side), _Csr.of(other), _components(_Csr.of(side), _Csr.of(other))))
-    return out
+        return list(zip(sides, others))
+    side, other = sides[1].scipy(), others[1].scipy()
+    side.eliminate_zeros()
+    other.eliminate_zeros()
+    return [(sides[0], others[0]), (_Csr.of(side), _Csr.of(other))]
 
 
-def _components(side: _Csr, other: _Csr) -> np.ndarray:
-    """Connected-component label of every node (small side first, then the other side).
+def _components(pairs: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
+    """Connected-component label of every node (small side first, then the other side) of each graph given as
+    (side, other), numbered from 0 within the graph; pairs sharing index arrays (channels) share the labels.
 
-    The square adjacency `[[0, side], [other, 0]]` is symmetric, so its strong components are the connected
-    ones, and scipy finds those without transposing it.
+    One scipy search for all the graphs, as diagonal blocks of one square adjacency (one call per graph cost
+    more in overhead than in the search). Each block `[[0, side], [other, 0]]` is symmetric, so its strong
+    components are the connected ones, and scipy finds those without transposing it.
     """
-    n_side = side.n_rows
-    indptr = np.concatenate([side.indptr, other.indptr[1:] + side.indptr[-1]])
-    indices = np.concatenate([side.indices + n_side, other.indices])
-    n = n_side + other.n_rows
-    square = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
-    return connected_components(square, directed=True, connection="strong")[1]
+    distinct = {id(side.indices): (side, other) for side, other in pairs}
+    indptr, indices, nodes, edges = [np.zeros(1, dtype=np.int64)], [], 0, 0
+    for side, other in distinct.values():
+        indptr += [side.indptr[1:] + edges, other.indptr[1:] + edges + side.indptr[-1]]
+        indices += [side.indices + nodes + side.n_rows, other.indices + nodes]
+        nodes, edges = nodes + side.n_rows + other.n_rows, edges + side.indptr[-1] + other.indptr[-1]
+    square = sp.csr_matrix((np.ones(edges), np.concatenate(indices), np.concatenate(indptr)), shape=(nodes, nodes))
+    labels = connected_components(square, directed=True, connection="strong")[1]
+    sizes = [side.n_rows + other.n_rows for side, other in distinct.values()]
+    found = {key: _from_zero(part) for key, part in zip(distinct, np.split(labels, np.cumsum(sizes)[:-1]))}
+    return [found[id(side.indices)] for side, _ in pairs]
+
+
+def _from_zero(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0.. in order (all 0 for a connected graph)."""
+    if labels.min() == labels.max():
+        return np.zeros_like(labels)
+    return np.unique(labels, return_inverse=True)[1]
 
 
 def _solve_sparse(graphs: list[_Graph]) -> None:
     """Set `graph.top` of large graphs on the CPU: Lanczos on every large connected component (of every graph
     and channel, in lockstep batches), one dense solve for the small components of a disconnected graph."""
+    if not graphs:
+        return
+    channels = [_channels(graph) for graph in graphs]
+    labels = iter(_components([pair for pairs in channels for pair in pairs]))
     problems, owners = [], []
     eigen: list[tuple[list, list]] = [([], []) for _ in graphs]  # per graph and channel: candidate eigenvalues
-    for index, graph in enumerate(graphs):
-        for channel, (side, other, labels) in enumerate(_channels(graph)):
+    for index, pairs in enumerate(channels):
+        for channel, ((side, other), label) in enumerate(zip(pairs, labels)):
             parts = [(side, other)]
-            if labels.any():  # disconnected
-                matrix, side_labels, other_labels = side.scipy(), labels[: side.n_rows], labels[side.n_rows:]
+            if label.any():  # disconnected
+                matrix, side_labels, other_labels = side.scipy(), label[: side.n_rows], label[side.n_rows:]
                 large = np.flatnonzero(np.bincount(side_labels) >= _LANCZOS_MIN_SIDE)
                 parts = [(_Csr.of(part), _Csr.of(part.T.tocsr())) for part in
                          (matrix[side_labels == c][:, other_labels == c] for c in large)]
@@ -475,9 +508,14 @@ def _solve_sparse(graphs: list[_Graph]) -> None:
             owners += [eigen[index][channel]] * len(parts)
     for owner, top in zip(owners, _lanczos_top_two(problems)):
         owner.append(top)
-    for graph, channels in zip(graphs, eigen):
-        tops = [np.pad(np.sort(np.concatenate(c))[::-1][:2], (0, max(0, 2 - sum(map(len, c))))) for c in channels]
-        graph.top = np.sqrt(np.clip(np.stack(tops), 0.0, None))
+    for graph, candidates in zip(graphs, eigen):
+        graph.top = np.sqrt(np.clip(np.stack([_largest_two(c) for c in candidates]), 0.0, None))
+
+
+def _largest_two(candidates: list[np.ndarray]) -> np.ndarray:
+    """The two largest of a channel's candidate eigenvalues, descending (0 for a missing one: the candidates
+    are eigenvalues of positive semidefinite matrices)."""
+    return np.sort(np.concatenate([*candidates, np.zeros(2)]))[:-3:-1]
 
 
 def _solve(graphs: list[_Graph], solver: str) -> None:
