@@ -31,7 +31,6 @@ include: "rules/report.smk"
 localrules:
     all,
     prepare_data,
-    selected_mask,
     pags_results,
     lth_summary,
     table,

@@ -153,7 +153,6 @@ class Costs:
         jobs = {start_key: start, key + ("pai_mask",): pai, key + ("pags_search",): searching,
                 key + ("train_pai",): one,
                 key + ("train_selected",): self.training("sparse_train", run.model, self.train["epochs"], selected),
-                key + ("selected_mask",): Jobs("selected_mask", selected),
                 key + ("pags_results",): Jobs("pags_results", exact(1))}
         # the selections train in parallel after the search, which needs the mask, which needs the checkpoint
         return Part(jobs, {key: start.gpu_minutes + pai.gpu_minutes + searching.gpu_minutes + one.gpu_minutes})

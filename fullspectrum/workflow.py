@@ -70,6 +70,17 @@ def parse_mask_dir(path: str) -> dict:
     return parts
 
 
+SEARCH_MASK_DIR = re.compile(r"^(?P<run>.+)/pags/(?P<name>(select|control|equal)\d+)$")
+
+
+def search_mask_file(mask_dir: str) -> str | None:
+    """Where a search's mask (the mask directories pags/select{k}, control{k}, equal{k}) is read from: the file the
+    search wrote into its output (pags/search/{name}.pt), in place, so a search's hundreds of snapshots are not
+    kept twice. None for every other mask directory, whose mask is its own mask.pt."""
+    match = SEARCH_MASK_DIR.match(mask_dir.rstrip("/"))
+    return f"{match['run']}/pags/search/{match['name']}.pt" if match else None
+
+
 def pretrain_path(results: str, dataset: str, model: str, seed: int, iters: int) -> str:
     return f"{results}/{dataset}/{model}/s{seed}/pretrain/iter{iters}.pt"
 

@@ -100,7 +100,20 @@ def run_weights(wildcards):
     return wf.pretrain_path(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed, wildcards.iters)
 
 
-# Any mask directory ({maskdir}/mask.pt): where its weights, data and runtime come from.
+# Any mask directory: its mask, and where its weights, data and runtime come from.
+def mask_file(wildcards):
+    """The mask a mask directory trains: its own mask.pt, or a search's mask read in place from the search's
+    output (wf.search_mask_file)."""
+    return wf.search_mask_file(wildcards.maskdir) or f"{wildcards.maskdir}/mask.pt"
+
+
+def mask_input(wildcards):
+    """What a mask directory's training waits for: its mask.pt, or the whole output directory of the search
+    (the checkpoint) that holds its mask."""
+    in_search = wf.search_mask_file(wildcards.maskdir)
+    return os.path.dirname(in_search) if in_search else f"{wildcards.maskdir}/mask.pt"
+
+
 def mask_start_weights(wildcards):
     return wf.start_weights(wildcards.maskdir)
 

@@ -1,8 +1,9 @@
 # pags_search: the full-spectrum mask search (PAGS @0, PEGS @N) from a grid cell's PaI baseline mask. How many
-# distinct snapshots it selects is known only after it ran, so it is a checkpoint; `selected_mask` then gives
-# each selection (select{k}), with `search.control` each no-criterion control mask (control{k}), and with
-# `search.equal_density` each selection put at the baseline's weight count (equal{k}, where its count differs) its
-# own mask directory, which sparse_train trains and measures like any other mask.
+# distinct snapshots it selects is known only after it ran, so it is a checkpoint. Each selection (select{k}),
+# with `search.control` each no-criterion control mask (control{k}), and with `search.equal_density` each
+# selection put at the baseline's weight count (equal{k}, where its count differs) then gets a mask directory
+# pags/{name}/, which sparse_train trains and measures like any other, reading the mask in place from the
+# search's output pags/search/{name}.pt.
 
 
 checkpoint pags_search:
@@ -34,23 +35,6 @@ checkpoint pags_search:
         "python -m workflow_scripts.pags_search --weights {input.weights} --baseline {input.baseline} "
         "--data {input.data} --search '{params.search}' {params.extras} "
         "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"
-
-
-rule selected_mask:
-    input:
-        f"{RUN_DIR}/pags/search",
-    output:
-        f"{RUN_DIR}/pags/{{kind}}{{snapshot}}/mask.pt",
-    wildcard_constraints:
-        kind="select|control|equal",
-        snapshot=r"\d+",
-    threads: 1
-    log:
-        log_path("selected_mask", "{dataset}/{model}/d{density}/{method}/pre{iters}/s{seed}/{kind}{snapshot}"),
-    conda:
-        "../envs/torch.yaml"
-    shell:
-        "cp {input}/{wildcards.kind}{wildcards.snapshot}.pt {output} 2> {log}"
 
 
 rule pags_results:

@@ -11,7 +11,7 @@ import yaml
 from conftest import ROOT, run_snakemake
 
 GPU_RULES = {"pai_mask", "pags_search", "sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop"}
-LOCAL_RULES = {"prepare_data", "table", "figure", "lth_summary", "pags_results", "selected_mask"}
+LOCAL_RULES = {"prepare_data", "table", "figure", "lth_summary", "pags_results"}
 # import name -> pip distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "PyYAML"}
 
@@ -154,7 +154,7 @@ def rule_blocks() -> dict[str, str]:
 
 def test_every_rule_declares_threads_passes_them_on_and_gpu_rules_record_a_benchmark():
     blocks = rule_blocks()
-    assert GPU_RULES | LOCAL_RULES <= set(blocks) | {"selected_mask"}
+    assert GPU_RULES | LOCAL_RULES <= set(blocks)
     for name, block in blocks.items():
         assert re.search(r"\n\s*threads: ", block), f"rule {name} declares no threads"
         if "--device" in block:  # a computing step: torch gets the rule's threads

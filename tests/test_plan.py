@@ -46,7 +46,7 @@ def test_a_small_grid_costs_what_is_worked_out_by_hand(small):
     assert out["table2"] == out["table3"] == table and out["fig2"] == figure
     assert table.jobs_per_rule == {
         "pretrain": plan.exact(1), "pai_mask": plan.exact(2), "pags_search": plan.exact(2),
-        "sparse_train": plan.Span(6, 10), "selected_mask": plan.Span(2, 6), "pags_results": plan.exact(2),
+        "sparse_train": plan.Span(6, 10), "pags_results": plan.exact(2),
         "lth_dense_round": plan.exact(1), "lth_round": plan.exact(1), "lth_summary": plan.exact(1),
         "early_bird": plan.exact(1), "table": plan.exact(1)}
     assert table.trainings == plan.Span(9, 13) and table.epochs == plan.Span(74, 114)

@@ -2,6 +2,7 @@
 more) and, first, graph.csv (the mask's per-layer graph metrics on those weights)."""
 
 import argparse
+from pathlib import Path
 
 from fullspectrum import cli, data, devices, runs, train, workflow
 
@@ -17,7 +18,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="metrics.json to write")
     parser.add_argument("--graph", required=True, help="graph.csv to write")
     args = parser.parse_args()
-    seed = args.seed if args.seed is not None else workflow.parse_mask_dir(args.mask.rsplit("/", 1)[0])["seed"]
+    # the metrics go into the mask directory (a search's mask is read from the search's output)
+    seed = args.seed if args.seed is not None else workflow.parse_mask_dir(str(Path(args.out).parent))["seed"]
     print(runs.graph_metrics(weights=args.weights, mask=args.mask, out=args.graph))
     dataset = data.DeviceData(args.data, devices.from_args(args))
     cfg = train.TrainConfig.from_mapping(args.train)
