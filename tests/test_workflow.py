@@ -193,7 +193,7 @@ def test_every_saved_snapshot_was_trained_and_cells_are_the_authors_readout_pool
                 pick = lambda s, k: s["baseline"]["best_acc"] if k == "baseline" else s[k][0]  # noqa: E731
                 diff, low, high = _t_interval([pick(s, a) - pick(s, b) for s in seeds])
                 row = by_column[column]
-                assert row["value"] == pytest.approx(diff) and row["n"] == 2, (block, method, column)
-                assert (row["low"], row["high"]) == (pytest.approx(low), pytest.approx(high))
+                assert float(row["value"]) == pytest.approx(diff) and row["n"] == 2, (block, method, column)
+                assert (float(row["low"]), float(row["high"])) == (pytest.approx(low), pytest.approx(high))
             for s in seeds:  # the equal-density masks keep exactly the baseline's weights
                 assert s["equal_densities"] == pytest.approx([s["baseline"]["density"]] * len(s["equal_densities"]))
