@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 from conftest import ROOT, copy_workflow, run_snakemake, snakemake_bin
-from fullspectrum import graph, io, masks as mask_lib, models, pruning, torch_io
+from fullspectrum import graph, io, masks as mask_lib, models, pruning, torch_io, workflow
 from fullspectrum.errors import PREEMPTED_EXIT_CODE
 
 CONFIG = "config/test_reliability.yaml"
@@ -108,7 +108,14 @@ def normalised_table(path: Path, results: str) -> pd.DataFrame:
 
 
 def mask_dirs(results_dir: Path) -> list[Path]:
-    return sorted(p.parent.relative_to(results_dir) for p in results_dir.rglob("mask.pt"))
+    """Every mask directory: those holding their mask.pt, and those that trained a search's mask in place."""
+    holders = {p.parent for p in results_dir.rglob("mask.pt")} | {p.parent for p in results_dir.rglob("metrics.json")}
+    return sorted(d.relative_to(results_dir) for d in holders)
+
+
+def mask_file(results_dir: Path, rel: Path) -> Path:
+    """A mask directory's mask: its own mask.pt, or a search's mask in the search's output."""
+    return Path(workflow.search_mask_file(str(results_dir / rel)) or results_dir / rel / "mask.pt")
 
 
 def assert_every_file_complete(results_dir: Path) -> None:
@@ -203,8 +210,7 @@ def test_sigkill_of_the_whole_run_then_rerun_gives_the_same_results(checkout, re
                 == (reference / "tables" / f"{TARGET}.{ext}").read_text().replace(reference_run["results"], "R"))
     assert mask_dirs(killed_dir) == mask_dirs(reference) and len(mask_dirs(reference)) >= 2
     for rel in mask_dirs(reference):
-        ours, theirs = mask_lib.load_mask_file(killed_dir / rel / "mask.pt")[0], mask_lib.load_mask_file(
-            reference / rel / "mask.pt")[0]
+        ours, theirs = (mask_lib.load_mask_file(mask_file(d, rel))[0] for d in (killed_dir, reference))
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs), rel
         a, b = (json.loads((d / rel / "metrics.json").read_text()) for d in (killed_dir, reference))
         assert a["curve"] == b["curve"] and a["final_acc"] == b["final_acc"], rel  # losses and accuracies, bit-exact

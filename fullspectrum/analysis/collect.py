@@ -46,11 +46,12 @@ def collect_mask_results(mask_dirs: Iterable[str | Path], equal_density: bool = 
     itself, which then has the baseline's weight count already)."""
     by_kind: dict[str, dict[int, dict]] = {}
     for mask_dir in mask_dirs:
+        result = mask_result(mask_dir)  # first: a broken file is named before anything else is said
         kind, number = _kind_and_number(mask_dir)
         if kind not in SEARCH_MASK_KINDS:
             raise ValueError(f"{mask_dir} is not a search's mask directory (expected {', '.join(SEARCH_MASK_KINDS)}"
                              "{k})")
-        by_kind.setdefault(kind, {})[number] = mask_result(mask_dir)
+        by_kind.setdefault(kind, {})[number] = result
     ordered = {kind: [found[n] for n in sorted(found)] for kind, found in by_kind.items()}
     selected, adjusted = by_kind.get("select", {}), by_kind.get("equal", {})
     masks = ordered.get("select", [])
