@@ -24,7 +24,7 @@ from typing import Mapping
 import yaml
 
 from . import workflow as wf
-from .methods import DATA_METHODS, GLOBAL_METHODS
+from .methods import DATA_METHODS
 
 WORKFLOW_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 TRAINING_RULES = ("sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop")
@@ -139,7 +139,7 @@ class Costs:
             most = min(most, search["train_cap"])
         snapshots = Span(1, max(1, most))
         masks = snapshots.scale(2 if search.get("control") else 1)
-        if search.get("equal_density") and run.method in GLOBAL_METHODS:
+        if wf.writes_equal_density(self.config, run):
             masks = masks + Span(0, snapshots.hi)
         return masks
 

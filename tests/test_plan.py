@@ -75,20 +75,21 @@ def test_the_cli_prints_every_table_and_the_total(small):
     assert rows["total"][1:5] == ["13..17", "106..146", "1.8..2.5", "0.9..1.3"]
 
 
+def table1_with_search(small, tmp_path, key):
+    """Table 1's plan for the small config with `search.<key>` switched on."""
+    config = yaml.safe_load(small.read_text())
+    config["search"][key] = True
+    path = tmp_path / f"{key}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return plan.plan(plan.merged_config([str(path)]), gpus=2)["table1"]
+
+
 def test_the_control_doubles_the_selected_trainings(small, tmp_path):
-    with_control = yaml.safe_load(small.read_text())
-    with_control["search"]["control"] = True
-    path = tmp_path / "control.yaml"
-    path.write_text(yaml.safe_dump(with_control))
-    table = plan.plan(plan.merged_config([str(path)]), gpus=2)["table1"]
+    table = table1_with_search(small, tmp_path, "control")
     assert table.jobs_per_rule["sparse_train"] == plan.Span(2 + 2 * 2 + 2, 2 + 2 * 6 + 2)  # PaI + 2x(1..3) + tickets
 
 
 def test_equal_density_adds_up_to_the_snapshots_of_score_based_methods_only(small, tmp_path):
-    equal = yaml.safe_load(small.read_text())
-    equal["search"]["equal_density"] = True
-    path = tmp_path / "equal.yaml"
-    path.write_text(yaml.safe_dump(equal))
-    table = plan.plan(plan.merged_config([str(path)]), gpus=2)["table1"]
+    table = table1_with_search(small, tmp_path, "equal_density")
     # SNIP: 1..3 selections + 0..3 equal-density masks; ERK: 1..3 selections (they never drift)
     assert table.jobs_per_rule["sparse_train"] == plan.Span(2 + 2 + 2, 2 + 6 + 3 + 2)  # PaI + ... + tickets
