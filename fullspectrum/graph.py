@@ -389,8 +389,11 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             members = active
             operator = _diagonal_stack([problems[i][0] for i in members], rows=n)
             adjoint = _diagonal_stack([problems[i][1] for i in members], cols=n)
+        if j == 0 or finished.any():  # the running problems changed
+            slots = np.searchsorted(members, active)
+            negligible, last_step = 1e-12 * scale[active], sizes[active] - 1
         v = basis[:, j]
-        w = _product(operator, adjoint, v, np.searchsorted(members, active), members.size)
+        w = _product(operator, adjoint, v, slots, members.size)
         alpha[:, j] = np.einsum("cn,cn->c", v, w)
         w -= alpha[:, j, None] * v
         if j:
@@ -398,7 +401,7 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
         done = basis[:, : j + 1]
         w -= np.matmul(np.matmul(done, w[:, :, None]).transpose(0, 2, 1), done)[:, 0]
         beta[:, j] = np.sqrt(np.einsum("cn,cn->c", w, w))
-        exhausted = (beta[:, j] <= 1e-12 * scale[active]) | (j + 1 >= sizes[active])
+        exhausted = (beta[:, j] <= negligible) | (j >= last_step)
         finished = exhausted.copy()
         checking = j + 1 >= _LANCZOS_FIRST_CHECK and (j + 1) % _LANCZOS_CHECK == 0
         if checking or exhausted.any():
@@ -425,6 +428,8 @@ def _product(operator: torch.Tensor, adjoint: torch.Tensor, v: np.ndarray, slots
              blocks: int) -> np.ndarray:
     """`operator @ adjoint @ v` for the running recurrences' vectors `v` [running, n], held in `slots` of the
     operator's `blocks` blocks; the blocks of finished recurrences get zeros."""
+    if slots.size == blocks:  # no block is finished
+        return (operator @ (adjoint @ torch.from_numpy(v.ravel()))).numpy().reshape(blocks, -1)
     x = np.zeros((blocks, v.shape[1]))
     x[slots] = v
     return (operator @ (adjoint @ torch.from_numpy(x.ravel()))).numpy().reshape(blocks, -1)[slots]
