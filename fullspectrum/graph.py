@@ -384,12 +384,13 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     found: list[np.ndarray | None] = [None] * k
     nnz = np.array([m.data.size for m, _ in problems])
     members, operator, adjoint = active, None, None  # the problems the operator's blocks hold
+    slots = None  # where the running problems sit among the operator's blocks; None when they changed
     for j in range(n):
         if operator is None:
             members = active
             operator = _diagonal_stack([problems[i][0] for i in members], rows=n)
             adjoint = _diagonal_stack([problems[i][1] for i in members], cols=n)
-        if j == 0 or finished.any():  # the running problems changed
+        if slots is None:
             slots = np.searchsorted(members, active)
             negligible, last_step = 1e-12 * scale[active], sizes[active] - 1
         v = basis[:, j]
@@ -417,7 +418,7 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
             grown[:, : j + 1] = basis[keep, : j + 1]
             basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
-            active = active[keep]
+            active, slots = active[keep], None
             if nnz[active].sum() <= _LANCZOS_REBUILD * nnz[members].sum():
                 operator = None
         basis[:, j + 1] = w / beta[:, j, None]
