@@ -77,12 +77,13 @@ _LANCZOS_FIRST_CHECK = 24
 # error is then about residual^2 / gap: on the ResNet18 at ERK 0.05 the metrics agree with eigsh to 3e-8 relative
 # (1e-5 would cost 4e-6 for 10% fewer steps; 1e-8 takes 20% more steps for ~1e-15).
 _LANCZOS_TOL = 1e-6
-# A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors, so that the batch
-# (its basis some fifty vectors deep: about 2 MB) stays in cache; larger batches measured slower, smaller ones
-# pay more Python overhead per step.
-_LANCZOS_BATCH = 4096
-# ... and at most this many nonzeros in its operator: past about this many, the products slow down per nonzero
-# (measured on the largest ResNet18 layers: 0.56 ns per nonzero up to ~170k, 1.3 ns at 435k).
+# A lockstep batch of Lanczos recurrences holds at most this many numbers in one step's vectors (its basis, some
+# fifty vectors deep, about 4 MB) and at most _LANCZOS_BATCH_NNZ nonzeros in its operator. Past about that many
+# nonzeros the products slow down per nonzero (on the largest ResNet18 layers: 0.56 ns each up to ~170k, 1.3 ns at
+# 435k); within both limits, larger batches pay less Python overhead per step. Measured on the full-width ResNet18
+# at ERK 0.05, alternating in one process: 8192 numbers cost 0.93-0.94x the time of 4096 (median of 30 runs each),
+# 12288 0.97x; 120k nonzeros 1.04x of 200k, no cap 1.01x.
+_LANCZOS_BATCH = 8192
 _LANCZOS_BATCH_NNZ = 200_000
 # A batch's block-diagonal operator is rebuilt without its finished recurrences once the running ones hold at most
 # this fraction of its nonzeros: rebuilding costs as much as several products, more than multiplying zeros for a
