@@ -344,13 +344,13 @@ def _lanczos_top_two(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     """Two largest eigenvalues (descending) of `M @ M.T` for each (M, M.T) (each M a connected graph).
 
     The matrices run in lockstep batches of similar size, the batch's vectors holding at most `_LANCZOS_BATCH`
-    numbers.
+    numbers and its operator at most `_LANCZOS_BATCH_NNZ` nonzeros.
     """
     order = np.argsort([m.n_rows for m, _ in problems], kind="stable")
     batches, batch, nnz = [], [], 0
     for index in order:
-        size = problems[index][0].data.size
-        if batch and ((len(batch) + 1) * problems[index][0].n_rows > _LANCZOS_BATCH or nnz + size > _LANCZOS_BATCH_NNZ):
+        rows, size = problems[index][0].n_rows, problems[index][0].data.size
+        if batch and ((len(batch) + 1) * rows > _LANCZOS_BATCH or nnz + size > _LANCZOS_BATCH_NNZ):
             batches.append(batch)
             batch, nnz = [], 0
         batch.append(index)

@@ -284,6 +284,13 @@ def test_results_do_not_depend_on_the_other_layers(monkeypatch):
         for name, record in subset.items():
             for key in graph.METRICS:
                 assert record[key] == pytest.approx(table.loc[name, key], rel=1e-12, nan_ok=True)
+    # nor on how the batches are cut: by the vector cap, by the nonzero cap, or one problem per batch
+    for numbers, nonzeros in ((256, 10**9), (10**9, 3000), (1, 1)):
+        monkeypatch.setattr(graph, "_LANCZOS_BATCH", numbers)
+        monkeypatch.setattr(graph, "_LANCZOS_BATCH_NNZ", nonzeros)
+        cut = graph.model_metrics(model, masks).set_index("layer")
+        for key in graph.METRICS:
+            assert cut[key].to_numpy() == pytest.approx(table[key].to_numpy(), rel=1e-12, nan_ok=True), key
 
 
 # ------------------------------------------------------------------------------------------- hand-checked
