@@ -484,8 +484,10 @@ def _components(pairs: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     distinct = {id(side.indices): (side, other) for side, other in pairs}
     blocks = [matrix for pair in distinct.values() for matrix in pair]
     nodes, edges = sum(m.n_rows for m in blocks), sum(m.data.size for m in blocks)
-    # int32 from the start: scipy would copy int64 index arrays down to int32, twice (5 ms on the ResNet18).
-    indptr, indices = np.zeros(nodes + 1, dtype=np.int32), np.empty(edges, dtype=np.int32)
+    # int32 from the start where it fits: scipy would copy int64 index arrays down to int32, twice (5 ms on the
+    # ResNet18).
+    index = np.int32 if edges < 2**31 else np.int64
+    indptr, indices = np.zeros(nodes + 1, dtype=index), np.empty(edges, dtype=index)
     node = edge = 0
     for side, other in distinct.values():
         for matrix, first_neighbour in ((side, node + side.n_rows), (other, node)):
