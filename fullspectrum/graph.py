@@ -21,8 +21,8 @@ the full square adjacency, which is slow; here each graph is solved on the small
 or columns, whichever fewer):
 
 - small graphs, and every graph on a GPU (or with `solver="gram"`, which tests that path on the CPU): the
-  Gram matrix (`X X^T` or `X^T X`) in float64 and `torch.linalg.eigvalsh`, batched over graphs of equal size.
-  Its eigenvalues are the squared singular values.
+  Gram matrix (`X X^T` or `X^T X`) in float64 and `torch.linalg.eigvalsh`, batched over graphs of similar
+  shape. Its eigenvalues are the squared singular values.
 - large graphs on the CPU: Lanczos on `X X^T`, applied as `X (X^T v)` with sparse matrices (the Gram is never
   formed), with full reorthogonalisation, until the residuals of the top two Ritz values are below
   `_LANCZOS_TOL * s1^2`. Lanczos from one start vector finds each distinct eigenvalue once, so it runs on one
@@ -34,9 +34,9 @@ or columns, whichever fewer):
 Squaring loses nothing that matters: a singular value close to s1 is as exact as with the full adjacency, and
 one far below it (s2 of a near-complete graph) is off by at most ~1e-8 * s1, which moves no metric by more than
 ~1e-7 relative. tests/test_graph.py checks agreement with dense solves of the full adjacency to 1e-5 relative;
-benchmarks/graph_metrics.py compares the speed with the straightforward method. The work runs on one thread
-(see `_single_threaded`; a second thread running independent batches measured no faster, GIL-bound, and cost 50%
-more CPU).
+benchmarks/graph_metrics.py compares the speed with the straightforward method. Torch and BLAS run on one
+thread (see `_single_threaded`); when the caller allows torch two or more threads, two worker threads parse the
+layers and one runs the dense solves beside the Lanczos iterations (see `_workers`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import contextlib
 import functools
 import math
 import warnings
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
@@ -91,9 +92,13 @@ _LANCZOS_BATCH_NNZ = 200_000
 _LANCZOS_REBUILD = 0.5
 # model_metrics with a progress callback measures the layers in chunks of about this many weights.
 _PROGRESS_CHUNK = 5_000_000
-# Gram matrices up to this size are zero-padded to a multiple of 8 so that more of them share one batched
-# eigvalsh call (padding adds zero eigenvalues, which never displace the top two of a semidefinite matrix).
-_PAD_MAX = 32
+# The dense solves batch graphs whose small sides, zero-padded to a multiple of 8, are equal (padding adds zero
+# eigenvalues, which never displace the top two of a semidefinite matrix) and whose large sides, padded to the
+# batch's largest, are within a factor _DENSE_SPREAD of each other: on the full-width ResNet18 at ERK 0.05 that
+# is 1.4x the multiplications of unpadded Grams, in 33 batches instead of 320 graphs' worth of small calls. A
+# batch's biadjacencies hold at most _DENSE_BATCH numbers (128 MB).
+_DENSE_SPREAD = 2
+_DENSE_BATCH = 2**24
 
 
 @dataclass
@@ -266,35 +271,6 @@ def _layer(weight: Any, mask: Any, groups: int = 1) -> _Layer:
 
 def _exclusive_cumsum(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     return values.cumsum(0) - values
-
-
-def _gram(graph: _Graph) -> torch.Tensor:
-    """[2, n, n] float64 Gram matrices on the small side of the graph (binary and weighted channels)."""
-    # The small side as rows: `dense @ dense.mT` multiplies faster than `dense.mT @ dense` (20% on the CPU).
-    rows, cols = (graph.rows, graph.cols) if graph.n_rows <= graph.n_cols else (graph.cols, graph.rows)
-    shape = (2, min(graph.n_rows, graph.n_cols), max(graph.n_rows, graph.n_cols))
-    dense = torch.zeros(shape, dtype=torch.float64, device=graph.weights.device)
-    dense[0, rows, cols] = 1.0
-    dense[1, rows, cols] = graph.weights
-    return dense @ dense.mT
-
-
-def _top_two_eigvalsh(grams: list[torch.Tensor]) -> list[np.ndarray]:
-    """Two largest eigenvalues (descending) of each positive semidefinite matrix; equal sizes share one call."""
-    buckets: dict[int, list[int]] = {}
-    for index, gram in enumerate(grams):
-        n = gram.shape[-1]
-        buckets.setdefault(max(8, -(-n // 8) * 8) if n <= _PAD_MAX else n, []).append(index)
-    out: list[np.ndarray] = [np.zeros(2)] * len(grams)
-    for size, indices in buckets.items():
-        batch = torch.zeros(len(indices), size, size, dtype=torch.float64, device=grams[indices[0]].device)
-        for slot, index in enumerate(indices):
-            n = grams[index].shape[-1]
-            batch[slot, :n, :n] = grams[index]
-        top = torch.linalg.eigvalsh(batch)[:, -2:].flip(-1).cpu().numpy()
-        for slot, index in enumerate(indices):
-            out[index] = top[slot]
-    return out
 
 
 class _Csr(NamedTuple):
@@ -545,21 +521,65 @@ def _largest_two(candidates: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate([*candidates, np.zeros(2)]))[:-3:-1]
 
 
-def _solve(graphs: list[_Graph], solver: str) -> None:
-    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS)."""
+def _solve(graphs: list[_Graph], solver: str, helper: Executor | None) -> None:
+    """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS); the
+    dense solves run on the `helper` thread when given, beside the Lanczos iterations."""
     dense, sparse = [], []
     for graph in graphs:
         lanczos = (solver == "auto" and graph.weights.device.type == "cpu"
                    and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
         (sparse if lanczos else dense).append(graph)
+    dense_job = helper.submit(_solve_dense, dense) if helper else None
     _solve_sparse(sparse)
-    _solve_dense(dense)
+    if dense_job:
+        dense_job.result()
+    else:
+        _solve_dense(dense)
 
 
 def _solve_dense(graphs: list[_Graph]) -> None:
-    eigen = _top_two_eigvalsh([gram for graph in graphs for gram in _gram(graph)])
-    for index, graph in enumerate(graphs):
-        graph.top = np.sqrt(np.clip(np.stack(eigen[2 * index: 2 * index + 2]), 0.0, None))
+    """Set `graph.top` from the eigenvalues of the Gram matrices on each graph's small side, in batches of
+    similar shape (a few large operations, which release the GIL, rather than many small ones)."""
+    for batch, size, width in _dense_batches(graphs):
+        top = torch.linalg.eigvalsh(_batched_grams(batch, size, width))[:, -2:].flip(-1)
+        top = np.sqrt(np.clip(top.cpu().numpy(), 0.0, None)).reshape(len(batch), 2, 2)
+        for graph, graph_top in zip(batch, top):
+            graph.top = graph_top
+
+
+def _dense_batches(graphs: list[_Graph]) -> Iterator[tuple[list[_Graph], int, int]]:
+    """Batches of graphs for `_batched_grams`, each with its padded small side and its largest large side."""
+    def padded(graph: _Graph) -> int:
+        return -(-min(graph.n_rows, graph.n_cols) // 8) * 8
+
+    batch: list[_Graph] = []
+    for graph in sorted(graphs, key=lambda g: (padded(g), max(g.n_rows, g.n_cols))):
+        size, width = padded(graph), max(graph.n_rows, graph.n_cols)
+        if batch and (size != padded(batch[0]) or width > _DENSE_SPREAD * max(batch[0].n_rows, batch[0].n_cols)
+                      or 2 * (len(batch) + 1) * size * width > _DENSE_BATCH):
+            yield batch, padded(batch[0]), max(batch[-1].n_rows, batch[-1].n_cols)
+            batch = []
+        batch.append(graph)
+    if batch:
+        yield batch, padded(batch[0]), max(batch[-1].n_rows, batch[-1].n_cols)
+
+
+def _batched_grams(graphs: list[_Graph], size: int, width: int) -> torch.Tensor:
+    """[2 * len(graphs), size, size] float64 Gram matrices on the small side of each graph (its binary and
+    weighted channels in turn), from its biadjacency with the small side as rows, zero-padded to [size, width]."""
+    small = torch.cat([graph.rows if graph.n_rows <= graph.n_cols else graph.cols for graph in graphs])
+    large = torch.cat([graph.cols if graph.n_rows <= graph.n_cols else graph.rows for graph in graphs])
+    device = small.device
+    edges = torch.tensor([graph.rows.numel() for graph in graphs], device=device)
+    first_row = torch.repeat_interleave(torch.arange(0, 2 * len(graphs) * size, 2 * size, device=device), edges)
+    flat = (first_row + small) * width + large  # binary channel; the weighted one is `size` rows further
+    dense = torch.zeros(2 * len(graphs) * size * width, dtype=torch.float64, device=device)
+    dense[flat] = 1.0
+    dense[flat + size * width] = torch.cat([graph.weights for graph in graphs])
+    dense = dense.view(2 * len(graphs), size, width)
+    if dense.device.type == "cpu":  # numpy's matmul sees `A @ A.T` and computes one triangle (BLAS syrk): 2x torch's
+        return torch.from_numpy(np.matmul(dense.numpy(), dense.numpy().transpose(0, 2, 1)))
+    return dense @ dense.mT
 
 
 @functools.cache
@@ -568,8 +588,8 @@ def _blas_pools() -> ThreadpoolController:
 
 
 @contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Run torch and numpy's BLAS on one thread, then restore their settings.
+def _single_threaded() -> Iterator[int]:
+    """Run torch and numpy's BLAS on one thread, then restore their settings; yields the caller's torch threads.
 
     The work is a long chain of small operations: a second thread only adds synchronisation (measured on the
     2-core machine: 0.50 s with 2 torch threads, 0.46 s with 1), and when another process holds a core, every
@@ -579,7 +599,7 @@ def _single_threaded() -> Iterator[None]:
     torch.set_num_threads(1)
     try:
         with _blas_pools().limit(limits=1, user_api="blas"):
-            yield
+            yield previous
     finally:
         torch.set_num_threads(previous)
 
@@ -588,10 +608,26 @@ def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None
     """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    with _single_threaded():
-        parsed = {name: _named_layer(name, layer) for name, layer in layers.items()}
-        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver)
+    with _single_threaded() as threads, _workers(threads) as pool:
+        parsed = dict(zip(layers, (pool.map if pool else map)(_named_layer, layers, layers.values())))
+        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver, pool)
     return parsed
+
+
+@contextlib.contextmanager
+def _workers(threads: int) -> Iterator[Executor | None]:
+    """Two worker threads when the caller allows torch two or more `threads`, else None (work on this thread).
+
+    They parse the layers, then one runs the dense solves beside the Lanczos iterations. That work is mostly
+    large numpy operations and BLAS and LAPACK calls, which release the GIL; Lanczos is mostly short numpy calls,
+    which do not gain from a second thread (measured: two threads running Lanczos batches took as long as one).
+    The values are the same either way.
+    """
+    if threads < 2:
+        yield None
+        return
+    with ThreadPoolExecutor(2, thread_name_prefix="fullspectrum") as pool:
+        yield pool
 
 
 def _named_layer(name: str | None, layer: tuple) -> _Layer:

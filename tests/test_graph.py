@@ -1,6 +1,7 @@
 """fullspectrum.graph against a straightforward reference: dense eigendecompositions of full square adjacencies."""
 
 import math
+import threading
 
 import numpy as np
 import pandas as pd
@@ -291,6 +292,32 @@ def test_results_do_not_depend_on_the_other_layers(monkeypatch):
         cut = graph.model_metrics(model, masks).set_index("layer")
         for key in graph.METRICS:
             assert cut[key].to_numpy() == pytest.approx(table[key].to_numpy(), rel=1e-12, nan_ok=True), key
+
+
+def test_worker_threads_change_nothing_but_the_threads(monkeypatch):
+    """Allowed two torch threads, model_metrics parses on worker threads and runs the dense solves on one beside
+    the Lanczos iterations: the values are bitwise those of one thread, errors still name the layer, and the
+    caller's thread setting is restored."""
+    model = models.build_seeded("resnet18", 10, 16, seed=0)
+    masks = pruning.make_mask(model, "erk", 0.05, seed=0)
+    monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 64)  # width 16: layer4's graphs go to Lanczos, the rest dense
+    serial = graph.model_metrics(model, masks)
+    solved_on = []
+    solve_dense = graph._solve_dense
+    monkeypatch.setattr(graph, "_solve_dense", lambda graphs: (solved_on.append(threading.current_thread().name),
+                                                               solve_dense(graphs)))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = graph.model_metrics(model, masks)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="layer 'b'"):
+            graph.measure_layers({"a": (np.ones((3, 3)), np.ones((3, 3), dtype=bool)),
+                                  "b": (np.ones((3, 3)), np.ones((3, 3)))})
+    finally:
+        torch.set_num_threads(previous)
+    assert solved_on and all(name.startswith("fullspectrum") for name in solved_on)
+    pd.testing.assert_frame_equal(threaded, serial, check_exact=True)
 
 
 # ------------------------------------------------------------------------------------------- hand-checked
