@@ -621,7 +621,9 @@ def _workers(threads: int) -> Iterator[Executor | None]:
     They parse the layers, then one runs the dense solves beside the Lanczos iterations. That work is mostly
     large numpy operations and BLAS and LAPACK calls, which release the GIL; Lanczos is mostly short numpy calls,
     which do not gain from a second thread (measured: two threads running Lanczos batches took as long as one).
-    The values are the same either way.
+    On the full-width ResNet18 at ERK 0.05, alternating in one process: 0.87x the wall time of one thread, for
+    about 1.2x its CPU time. No worker waits on another inside an operation, so a busy core slows only its own
+    share. The values are the same either way.
     """
     if threads < 2:
         yield None
