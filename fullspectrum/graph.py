@@ -521,15 +521,15 @@ def _largest_two(candidates: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate([*candidates, np.zeros(2)]))[:-3:-1]
 
 
-def _solve(graphs: list[_Graph], solver: str, helper: Executor | None) -> None:
+def _solve(graphs: list[_Graph], solver: str, workers: Executor | None) -> None:
     """Set `graph.top` for every graph, choosing the method by size and device (`solver`: see SOLVERS); the
-    dense solves run on the `helper` thread when given, beside the Lanczos iterations."""
+    dense solves run on one of the `workers` when given, beside the Lanczos iterations."""
     dense, sparse = [], []
     for graph in graphs:
         lanczos = (solver == "auto" and graph.weights.device.type == "cpu"
                    and min(graph.n_rows, graph.n_cols) >= _LANCZOS_MIN_SIDE)
         (sparse if lanczos else dense).append(graph)
-    dense_job = helper.submit(_solve_dense, dense) if helper else None
+    dense_job = workers.submit(_solve_dense, dense) if workers else None
     _solve_sparse(sparse)
     if dense_job:
         dense_job.result()
@@ -549,19 +549,20 @@ def _solve_dense(graphs: list[_Graph]) -> None:
 
 def _dense_batches(graphs: list[_Graph]) -> Iterator[tuple[list[_Graph], int, int]]:
     """Batches of graphs for `_batched_grams`, each with its padded small side and its largest large side."""
-    def padded(graph: _Graph) -> int:
-        return -(-min(graph.n_rows, graph.n_cols) // 8) * 8
+    def shape(graph: _Graph) -> tuple[int, int]:
+        return -(-min(graph.n_rows, graph.n_cols) // 8) * 8, max(graph.n_rows, graph.n_cols)
 
     batch: list[_Graph] = []
-    for graph in sorted(graphs, key=lambda g: (padded(g), max(g.n_rows, g.n_cols))):
-        size, width = padded(graph), max(graph.n_rows, graph.n_cols)
-        if batch and (size != padded(batch[0]) or width > _DENSE_SPREAD * max(batch[0].n_rows, batch[0].n_cols)
-                      or 2 * (len(batch) + 1) * size * width > _DENSE_BATCH):
-            yield batch, padded(batch[0]), max(batch[-1].n_rows, batch[-1].n_cols)
+    for graph in sorted(graphs, key=shape):  # the last graph of a batch has its largest large side
+        size, width = shape(graph)
+        first_size, first_width = shape(batch[0]) if batch else (size, width)
+        too_big = bool(batch) and 2 * (len(batch) + 1) * size * width > _DENSE_BATCH  # a lone graph may exceed it
+        if size != first_size or width > _DENSE_SPREAD * first_width or too_big:
+            yield batch, *shape(batch[-1])
             batch = []
         batch.append(graph)
     if batch:
-        yield batch, padded(batch[0]), max(batch[-1].n_rows, batch[-1].n_cols)
+        yield batch, *shape(batch[-1])
 
 
 def _batched_grams(graphs: list[_Graph], size: int, width: int) -> torch.Tensor:
@@ -608,9 +609,9 @@ def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None
     """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    with _single_threaded() as threads, _workers(threads) as pool:
-        parsed = dict(zip(layers, (pool.map if pool else map)(_named_layer, layers, layers.values())))
-        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver, pool)
+    with _single_threaded() as threads, _workers(threads) as workers:
+        parsed = dict(zip(layers, (workers.map if workers else map)(_named_layer, layers, layers.values())))
+        _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver, workers)
     return parsed
 
 
@@ -628,8 +629,8 @@ def _workers(threads: int) -> Iterator[Executor | None]:
     if threads < 2:
         yield None
         return
-    with ThreadPoolExecutor(2, thread_name_prefix="fullspectrum") as pool:
-        yield pool
+    with ThreadPoolExecutor(2, thread_name_prefix="fullspectrum") as workers:
+        yield workers
 
 
 def _named_layer(name: str | None, layer: tuple) -> _Layer:

@@ -274,7 +274,8 @@ def test_model_metrics_of_every_layer_type(solver):
 
 
 def test_results_do_not_depend_on_the_other_layers(monkeypatch):
-    """Lanczos batches mix layers; a layer's values must not depend on which others are measured with it."""
+    """Lanczos and dense batches mix layers; a layer's values must not depend on which others are measured with
+    it, nor on how the batches are cut."""
     model = models.build_seeded("resnet18", 10, 16, seed=0)
     masks = pruning.make_mask(model, "erk", 0.05, seed=0)
     monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 64)  # width 16: layer4's graphs go to Lanczos
@@ -292,6 +293,15 @@ def test_results_do_not_depend_on_the_other_layers(monkeypatch):
         cut = graph.model_metrics(model, masks).set_index("layer")
         for key in graph.METRICS:
             assert cut[key].to_numpy() == pytest.approx(table[key].to_numpy(), rel=1e-12, nan_ok=True), key
+    # nor on how the dense solves are batched: one graph per batch (each over the size cap), or one per padded size
+    monkeypatch.undo()
+    gram = graph.model_metrics(model, masks, solver="gram").set_index("layer")
+    for spread, numbers in ((1, 1), (10**9, 2**40)):
+        monkeypatch.setattr(graph, "_DENSE_SPREAD", spread)
+        monkeypatch.setattr(graph, "_DENSE_BATCH", numbers)
+        cut = graph.model_metrics(model, masks, solver="gram").set_index("layer")
+        for key in graph.METRICS:
+            assert cut[key].to_numpy() == pytest.approx(gram[key].to_numpy(), rel=1e-12, nan_ok=True), key
 
 
 def test_worker_threads_change_nothing_but_the_threads(monkeypatch):
