@@ -364,6 +364,8 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     start = np.random.default_rng(0).standard_normal(n)
     basis[:, 0] = np.where(np.arange(n) < sizes[:, None], start, 0.0)
     basis[:, 0] /= np.sqrt(np.cumsum(start * start)[sizes - 1])[:, None]
+    # The current and the previous vector, kept contiguous: faster to read than rows of the basis.
+    v, previous = basis[:, 0].copy(), np.zeros((k, n))
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
     nnz = np.array([m.data.size for m, _ in problems])
@@ -377,12 +379,11 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
         if slots is None:
             slots = np.searchsorted(members, active)
             negligible, last_step = 1e-12 * scale[active], sizes[active] - 1
-        v = basis[:, j]
         w = _product(operator, adjoint, v, slots, members.size)
         alpha[:, j] = np.einsum("cn,cn->c", v, w)
         w -= alpha[:, j, None] * v
         if j:
-            w -= beta[:, j - 1, None] * basis[:, j - 1]
+            w -= beta[:, j - 1, None] * previous
         done = basis[:, : j + 1]
         w -= np.matmul(np.matmul(done, w[:, :, None]).transpose(0, 2, 1), done)[:, 0]
         beta[:, j] = np.sqrt(np.einsum("cn,cn->c", w, w))
@@ -401,11 +402,12 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
             keep = ~finished
             grown = np.zeros((int(keep.sum()), basis.shape[1] * (1 + (j + 1 == basis.shape[1])), n))
             grown[:, : j + 1] = basis[keep, : j + 1]
-            basis, alpha, beta, w = grown, alpha[keep], beta[keep], w[keep]
+            basis, alpha, beta, w, v = grown, alpha[keep], beta[keep], w[keep], v[keep]
             active, slots = active[keep], None
             if nnz[active].sum() <= _LANCZOS_REBUILD * nnz[members].sum():
                 operator = None
-        basis[:, j + 1] = w / beta[:, j, None]
+        previous, v = v, np.divide(w, beta[:, j, None], out=w)
+        basis[:, j + 1] = v
     raise AssertionError("unreachable: every recurrence ends by step n")
 
 
