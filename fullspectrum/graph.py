@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,7 +97,8 @@ _PROGRESS_CHUNK = 5_000_000
 # eigenvalues, which never displace the top two of a semidefinite matrix) and whose large sides, padded to the
 # batch's largest, are within a factor _DENSE_SPREAD of each other: on the full-width ResNet18 at ERK 0.05 that
 # is 1.4x the multiplications of unpadded Grams, in 33 batches instead of 320 graphs' worth of small calls. A
-# batch's biadjacencies hold at most _DENSE_BATCH numbers (128 MB).
+# batch's biadjacencies hold at most _DENSE_BATCH numbers (128 MB), unless it is one graph that holds more. A batch's
+# graphs are on one device.
 _DENSE_SPREAD = 2
 _DENSE_BATCH = 2**24
 
@@ -554,12 +556,17 @@ def _dense_batches(graphs: list[_Graph]) -> Iterator[tuple[list[_Graph], int, in
     def shape(graph: _Graph) -> tuple[int, int]:
         return -(-min(graph.n_rows, graph.n_cols) // 8) * 8, max(graph.n_rows, graph.n_cols)
 
+    def device(graph: _Graph) -> str:
+        return str(graph.weights.device)
+
     batch: list[_Graph] = []
-    for graph in sorted(graphs, key=shape):  # the last graph of a batch has its largest large side
+    # sorted by shape within each device: the last graph of a batch has its largest large side
+    for graph in sorted(graphs, key=lambda g: (device(g), *shape(g))):
         size, width = shape(graph)
         first_size, first_width = shape(batch[0]) if batch else (size, width)
         too_big = bool(batch) and 2 * (len(batch) + 1) * size * width > _DENSE_BATCH  # a lone graph may exceed it
-        if size != first_size or width > _DENSE_SPREAD * first_width or too_big:
+        elsewhere = bool(batch) and device(graph) != device(batch[0])
+        if size != first_size or width > _DENSE_SPREAD * first_width or too_big or elsewhere:
             yield batch, *shape(batch[-1])
             batch = []
         batch.append(graph)
@@ -574,7 +581,8 @@ def _batched_grams(graphs: list[_Graph], size: int, width: int) -> torch.Tensor:
     large = torch.cat([graph.cols if graph.n_rows <= graph.n_cols else graph.rows for graph in graphs])
     device = small.device
     edges = torch.tensor([graph.rows.numel() for graph in graphs], device=device)
-    first_row = torch.repeat_interleave(torch.arange(0, 2 * len(graphs) * size, 2 * size, device=device), edges)
+    first_row = torch.repeat_interleave(torch.arange(0, 2 * len(graphs) * size, 2 * size, device=device), edges,
+                                        output_size=small.numel())  # known: no wait for a GPU to tell
     flat = (first_row + small) * width + large  # binary channel; the weighted one is `size` rows further
     dense = torch.zeros(2 * len(graphs) * size * width, dtype=torch.float64, device=device)
     dense[flat] = 1.0
@@ -590,31 +598,44 @@ def _blas_pools() -> ThreadpoolController:
     return ThreadpoolController()  # made once numpy and scipy have loaded their BLAS; limiting it then costs ~10 us
 
 
+_SETTINGS = threading.RLock()  # held by `_single_threaded` while it changes the process-wide thread settings
+
+
 @contextlib.contextmanager
 def _single_threaded() -> Iterator[int]:
     """Run torch and numpy's BLAS on one thread, then restore their settings; yields the caller's torch threads.
 
     The work is a long chain of small operations: a second thread only adds synchronisation (measured on the
     2-core machine: 0.50 s with 2 torch threads, 0.46 s with 1), and when another process holds a core, every
-    parallel region waits for a descheduled thread: one ResNet18 call then took 5-14 s instead of 0.8 s.
+    parallel region waits for a descheduled thread: one ResNet18 call then took 5-14 s instead of 0.8 s. The
+    settings are process-wide, so calls from several threads of the caller's take turns: one call's restore
+    would otherwise undo another's limit, or leave the caller's setting at 1.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _blas_pools().limit(limits=1, user_api="blas"):
-            yield previous
-    finally:
-        torch.set_num_threads(previous)
+    with _SETTINGS:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with _blas_pools().limit(limits=1, user_api="blas"):
+                yield previous
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _measure(layers: Mapping[str | None, tuple], solver: str) -> dict[str | None, _Layer]:
     """Parse and solve layers; a bad one raises a ValueError naming it (unless its name is None)."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    with _single_threaded() as threads, _workers(threads) as workers:
+    with _single_threaded() as threads, _workers(threads if _on_cpu(layers) else 1) as workers:
         parsed = dict(zip(layers, (workers.map if workers else map)(_named_layer, layers, layers.values())))
         _solve([graph for layer in parsed.values() for graph in layer.graphs()], solver, workers)
     return parsed
+
+
+def _on_cpu(layers: Mapping[str | None, tuple]) -> bool:
+    """Whether no weight or mask given is a tensor on another device. On a GPU, worker threads would gain nothing
+    (no graph goes to Lanczos) and would not run on the caller's CUDA stream."""
+    return all(part.device.type == "cpu" for layer in layers.values() if isinstance(layer, tuple)
+               for part in layer[:2] if isinstance(part, torch.Tensor))
 
 
 @contextlib.contextmanager

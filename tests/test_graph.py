@@ -311,14 +311,16 @@ def test_worker_threads_change_nothing_but_the_threads(monkeypatch):
     model = models.build_seeded("resnet18", 10, 16, seed=0)
     masks = pruning.make_mask(model, "erk", 0.05, seed=0)
     monkeypatch.setattr(graph, "_LANCZOS_MIN_SIDE", 64)  # width 16: layer4's graphs go to Lanczos, the rest dense
-    serial = graph.model_metrics(model, masks)
     solved_on = []
     solve_dense = graph._solve_dense
     monkeypatch.setattr(graph, "_solve_dense", lambda graphs: (solved_on.append(threading.current_thread().name),
                                                                solve_dense(graphs)))
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
+        torch.set_num_threads(1)
+        serial = graph.model_metrics(model, masks)
+        assert solved_on == ["MainThread"]
+        torch.set_num_threads(2)
         threaded = graph.model_metrics(model, masks)
         assert torch.get_num_threads() == 2
         with pytest.raises(ValueError, match="layer 'b'"):
@@ -326,8 +328,31 @@ def test_worker_threads_change_nothing_but_the_threads(monkeypatch):
                                   "b": (np.ones((3, 3)), np.ones((3, 3)))})
     finally:
         torch.set_num_threads(previous)
-    assert solved_on and all(name.startswith("fullspectrum") for name in solved_on)
+    assert len(solved_on) > 1 and all(name.startswith("fullspectrum") for name in solved_on[1:])
     pd.testing.assert_frame_equal(threaded, serial, check_exact=True)
+
+
+def test_dense_batches_keep_devices_apart():
+    """A dense batch is one tensor: graphs on different devices (a model split across GPUs, numpy layers beside
+    CUDA ones) never share one. The 'meta' device stands in for a GPU here; the batching reads no values."""
+    def graph_on(device: str, n_rows: int, n_cols: int) -> graph._Graph:
+        edges = torch.zeros(1, dtype=torch.long, device=device)
+        return graph._Graph(edges, edges, torch.ones(1, dtype=torch.float64, device=device), n_rows, n_cols)
+
+    graphs = [graph_on(device, 20, 60 + i) for i in range(3) for device in ("cpu", "meta")]
+    batches = list(graph._dense_batches(graphs))
+    assert sorted(len(batch) for batch, _, _ in batches) == [3, 3]
+    for batch, size, width in batches:
+        assert len({g.weights.device for g in batch}) == 1 and (size, width) == (24, 62)
+
+
+def test_worker_threads_only_for_cpu_layers():
+    """Layers on a GPU get no worker threads (they would not share the caller's CUDA stream)."""
+    on_cpu = {"numpy": (np.ones((2, 2)), np.ones((2, 2), dtype=bool)),
+              "torch": (torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool))}
+    assert graph._on_cpu(on_cpu)
+    assert not graph._on_cpu({**on_cpu, "gpu": (torch.ones(2, 2, device="meta"), torch.ones(2, 2, dtype=torch.bool))})
+    assert not graph._on_cpu({"mask on gpu": (torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool, device="meta"))})
 
 
 # ------------------------------------------------------------------------------------------- hand-checked
