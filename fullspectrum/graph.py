@@ -364,10 +364,10 @@ def _lanczos_batch(problems: list[tuple[_Csr, _Csr]]) -> list[np.ndarray]:
     # A start vector that depends on the problem alone, not on its batch: the first `size` draws of one seeded
     # stream (a prefix of a longer draw is the shorter draw), normalised.
     start = np.random.default_rng(0).standard_normal(n)
-    basis[:, 0] = np.where(np.arange(n) < sizes[:, None], start, 0.0)
-    basis[:, 0] /= np.sqrt(np.cumsum(start * start)[sizes - 1])[:, None]
     # The current and the previous vector, kept contiguous: faster to read than rows of the basis.
-    v, previous = basis[:, 0].copy(), np.zeros((k, n))
+    v, previous = np.where(np.arange(n) < sizes[:, None], start, 0.0), np.zeros((k, n))
+    v /= np.sqrt(np.cumsum(start * start)[sizes - 1])[:, None]
+    basis[:, 0] = v
     alpha, beta = np.zeros((k, n)), np.zeros((k, n))
     found: list[np.ndarray | None] = [None] * k
     nnz = np.array([m.data.size for m, _ in problems])
@@ -589,7 +589,8 @@ def _batched_grams(graphs: list[_Graph], size: int, width: int) -> torch.Tensor:
     dense[flat + size * width] = torch.cat([graph.weights for graph in graphs])
     dense = dense.view(2 * len(graphs), size, width)
     if dense.device.type == "cpu":  # numpy's matmul sees `A @ A.T` and computes one triangle (BLAS syrk): 2x torch's
-        return torch.from_numpy(np.matmul(dense.numpy(), dense.numpy().transpose(0, 2, 1)))
+        array = dense.numpy()
+        return torch.from_numpy(np.matmul(array, array.transpose(0, 2, 1)))
     return dense @ dense.mT
 
 
@@ -605,9 +606,10 @@ _SETTINGS = threading.RLock()  # held by `_single_threaded` while it changes the
 def _single_threaded() -> Iterator[int]:
     """Run torch and numpy's BLAS on one thread, then restore their settings; yields the caller's torch threads.
 
-    The work is a long chain of small operations: a second thread only adds synchronisation (measured on the
-    2-core machine: 0.50 s with 2 torch threads, 0.46 s with 1), and when another process holds a core, every
-    parallel region waits for a descheduled thread: one ResNet18 call then took 5-14 s instead of 0.8 s. The
+    The work is a long chain of small operations: torch's and BLAS's own threads only add synchronisation inside
+    each one (measured on the 2-core machine: 0.50 s with 2 torch threads, 0.46 s with 1), and when another
+    process holds a core, every parallel region waits for a descheduled thread: one ResNet18 call then took
+    5-14 s instead of 0.8 s. The
     settings are process-wide, so calls from several threads of the caller's take turns: one call's restore
     would otherwise undo another's limit, or leave the caller's setting at 1.
     """

@@ -17,6 +17,8 @@ from fullspectrum import graph, models, pruning
 from fullspectrum.masks import prunable_parameters, weight_groups
 
 RTOL = 1e-5
+# Two layers, the second with a non-boolean mask: measuring them must fail naming layer 'b'.
+BAD_SECOND_LAYER = {"a": (np.ones((3, 3)), np.ones((3, 3), dtype=bool)), "b": (np.ones((3, 3)), np.ones((3, 3)))}
 
 
 # The reference, written independently of graph.py (shared with benchmarks/graph_metrics.py).
@@ -324,8 +326,7 @@ def test_worker_threads_change_nothing_but_the_threads(monkeypatch):
         threaded = graph.model_metrics(model, masks)
         assert torch.get_num_threads() == 2
         with pytest.raises(ValueError, match="layer 'b'"):
-            graph.measure_layers({"a": (np.ones((3, 3)), np.ones((3, 3), dtype=bool)),
-                                  "b": (np.ones((3, 3)), np.ones((3, 3)))})
+            graph.measure_layers(BAD_SECOND_LAYER)
     finally:
         torch.set_num_threads(previous)
     assert len(solved_on) > 1 and all(name.startswith("fullspectrum") for name in solved_on[1:])
@@ -442,8 +443,7 @@ def test_bad_solver_is_refused():
 
 def test_measure_layers_names_the_bad_layer():
     with pytest.raises(ValueError, match="layer 'b'"):
-        graph.measure_layers({"a": (np.ones((3, 3)), np.ones((3, 3), dtype=bool)),
-                              "b": (np.ones((3, 3)), np.ones((3, 3)))})
+        graph.measure_layers(BAD_SECOND_LAYER)
 
 
 # ------------------------------------------------------------------------------------------- property
