@@ -1,4 +1,4 @@
-"""The straightforward computation of the graph metrics (DESIGN.md, "Layer graph"), written independently of
+"""The straightforward computation of the graph metrics (docs/design.md, "Layer graph"), written independently of
 fullspectrum.graph: square adjacencies, one eigenproblem per layer and per degree group.
 
 A grouped convolution is measured as its ungrouped equivalent (`expand_groups`), the definition in

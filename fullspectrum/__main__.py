@@ -28,9 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     metrics = commands.add_parser(
         "metrics", help="per-layer graph metrics of a model's mask",
-        description="Per-layer graph metrics (delta_r, lambda_gap, delta_r_imdb, lambda_imdb, l2; DESIGN.md, "
-                    "'Layer graph') of a mask on a model's weights, the model means last. Layers: Conv1d/2d/3d "
-                    "(grouped too), Linear, nn.MultiheadAttention's projections.")
+        description="Per-layer graph metrics (delta_r, lambda_gap, delta_r_imdb, lambda_imdb, l2) of a mask on a "
+                    "model's weights, the model means last. Layers: Conv1d/2d/3d (grouped too), Linear, "
+                    "nn.MultiheadAttention's projections. The metrics are defined in the repository's "
+                    "docs/design.md, section 'Layer graph'.")
     metrics.add_argument("--model", required=True,
                          help="torchvision:NAME (any torchvision classification model, e.g. torchvision:resnet50; "
                               "built without downloading weights) or resnet18 / resnet34 (this project's CIFAR "

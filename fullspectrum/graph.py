@@ -1,9 +1,9 @@
-"""Spectral graph metrics of a sparse layer (DESIGN.md, "Layer graph"), computed exactly and fast.
+"""Spectral graph metrics of a sparse layer (docs/design.md, "Layer graph"), computed exactly and fast.
 
 A layer's mask is a bipartite graph (outputs x inputs) with biadjacency `B`. The layers that have one:
 
 - Linear `[C_out, C_in]` and convolutions `[C_out, C_in, k...]` (1-, 2- and 3-D): `B = M.reshape(C_out, -1)`,
-  input nodes `(c_in, k...)`, as DESIGN.md defines it.
+  input nodes `(c_in, k...)`, as docs/design.md defines it.
 - nn.MultiheadAttention's packed input projection `[3E, E]`: a Linear from the E inputs to the 3E query, key and
   value outputs (one graph: the three share their inputs); separate q/k/v projections and the output
   projection are Linears.
@@ -134,7 +134,7 @@ class _Layer:
         return ([self.whole] if self.whole is not None else []) + [graph for _, graph in self.groups]
 
     def record(self) -> dict[str, Any]:
-        """The DESIGN.md formulas, from the solved graphs."""
+        """The docs/design.md formulas, from the solved graphs."""
         dbar_out = self.edges / self.n_out if self.n_out else math.nan
         dbar_in = self.edges / self.n_in if self.n_in else math.nan
         delta_r = lambda_gap = math.nan

@@ -1,6 +1,6 @@
 """Prunable weights, the mask file format every stage shares, and mask arithmetic.
 
-A mask is a dict `{parameter name: bool tensor}` covering every weight that carries a layer graph (DESIGN.md,
+A mask is a dict `{parameter name: bool tensor}` covering every weight that carries a layer graph (docs/design.md,
 "Layer graph"): Conv1d/2d/3d (grouped ones included), Linear, and nn.MultiheadAttention's input projection
 (`in_proj_weight`, or `q/k/v_proj_weight` when keys and values have their own sizes; its output projection is a
 Linear). Biases, normalisation layers and embeddings are never pruned. For the CIFAR ResNets these are their

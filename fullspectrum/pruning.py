@@ -14,7 +14,7 @@ weights, BatchNorm statistics, gradients and train/eval flag are untouched, and 
 all randomness comes from generators seeded with `seed` (drawn on the CPU so that the same seed gives the same
 mask on every device).
 
-Method definitions (DESIGN.md, "PaI methods"):
+Method definitions (docs/design.md, "PaI methods"):
 
 - snip: `|g * w|`, `g` the gradient of the summed per-batch mean cross-entropy over the scoring batches (the
   gradients of the batches are summed before the absolute value, as in Synaptic-Flow's SNIP).
