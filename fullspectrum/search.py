@@ -5,7 +5,16 @@ masks from the same PaI method with fresh randomness (SNIP/GraSP: `batches` rand
 with the candidate's seed, as the authors' `--num-iteration 2` gives 4; ERK/Random: a fresh random draw;
 SynFlow/Magnitude: scores of a copy of the weights with small fresh noise). A candidate's layer replaces the best's
 layer when both its `delta_r_imdb` and its `l2` are at least the best's. Every `snapshot_every` candidates the
-best is saved if it changed. Every saved snapshot is selected for training (the authors' `--cap` is infinite);
+best is saved if a layer was accepted since the last snapshot. `snapshot_rule` says what counts:
+
+- "authors" (lth_tickets_generation.py, lines 643-664 and 696-705): every layer of every candidate is compared
+  with `>=`, so a candidate layer identical to the best's (a layer ERK keeps dense, a layer a global method
+  prunes away entirely) is accepted too and sets the save flag: such a search saves a snapshot at every sampling
+  point. An identical layer measures what the best's measures, so it is not measured again here.
+- "changed" (this project's earlier rule): only layers that differ from the best's are scored, so a snapshot is
+  saved only when the best changed.
+
+Every saved snapshot is selected for training (the authors' `--cap` is infinite);
 `train_cap` keeps only the newest ones for users on a budget. PAGS runs from the initialisation (@0), PEGS from
 pretrained weights (@N).
 
@@ -41,6 +50,7 @@ from .train import SignalFlag
 log = logging.getLogger(__name__)
 
 SEARCH_KEYS = ("delta_r_imdb", "l2")  # a layer is accepted when both are >= the best's
+SNAPSHOT_RULES = ("authors", "changed")  # what sets the save flag: see the module docstring
 LOGGED_KEYS = ("delta_r_imdb", "lambda_imdb", "l2")
 
 
@@ -53,10 +63,11 @@ class SearchConfig:
     snapshot_every: int = 10
     train_cap: int | None = None  # None: every snapshot is selected; else only the newest `train_cap`
     noise: float = 0.01
+    snapshot_rule: str = "authors"  # "authors": identical layers count as accepted; "changed": only changed ones
 
     def __post_init__(self) -> None:
         if (self.population < 0 or self.batches < 1 or self.snapshot_every < 1
-                or (self.train_cap is not None and self.train_cap < 1)):
+                or (self.train_cap is not None and self.train_cap < 1) or self.snapshot_rule not in SNAPSHOT_RULES):
             raise ValueError(f"invalid search settings: {self}")
 
 
@@ -134,7 +145,8 @@ class _State:
         self.explored = {k: v.clone() for k, v in baseline.items()}
         self.done = 0
         self.accepted = 0
-        self.changed_since_snapshot = False
+        self.identical = 0  # accepted layers identical to the best's (snapshot_rule "authors")
+        self.save_flag = False  # a layer was accepted since the last snapshot
         self.snapshot_count = 0
         self.snapshots: list[Snapshot] = []  # only the newest `train_cap` when capped: older ones are never selected
         self.log: list[dict] = []
@@ -144,7 +156,7 @@ class _State:
         cpu = lambda masks: {k: v.cpu() for k, v in masks.items()}  # noqa: E731
         return {"fingerprint": fingerprint, "best": cpu(self.best), "explored": cpu(self.explored),
                 "best_metrics": json.dumps(self.best_metrics), "done": self.done, "accepted": self.accepted,
-                "changed": self.changed_since_snapshot, "snapshot_count": self.snapshot_count,
+                "identical": self.identical, "save_flag": self.save_flag, "snapshot_count": self.snapshot_count,
                 "log": json.dumps(self.log),
                 "seconds": json.dumps(self.seconds),
                 "snapshots": [{"index": s.index, "after": s.after_candidates, "density": s.density,
@@ -159,7 +171,8 @@ class _State:
             raise InputFileError(f"search snapshot(s) {', '.join(missing)} of the saved state are missing")
         self.best, self.explored = on(saved["best"]), on(saved["explored"])
         self.best_metrics = json.loads(saved["best_metrics"])
-        self.done, self.accepted, self.changed_since_snapshot = saved["done"], saved["accepted"], saved["changed"]
+        self.done, self.accepted, self.identical = saved["done"], saved["accepted"], saved["identical"]
+        self.save_flag = saved["save_flag"]
         self.snapshot_count = saved["snapshot_count"]
         self.log, self.seconds = json.loads(saved["log"]), json.loads(saved["seconds"])
         self.snapshots = snapshots
@@ -229,25 +242,30 @@ def pags(model: nn.Module, method: str, density: float, data: DeviceData, cfg: S
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             scored = time.perf_counter()
-            changed = [name for name in params if not torch.equal(candidate[name], state.best[name])]
+            identical = [name for name in params if torch.equal(candidate[name], state.best[name])]
+            changed = [name for name in params if name not in identical]
             cand_metrics = measure(params, candidate, changed, groups)
             accepted = accept_layers(state.best, state.best_metrics, candidate, cand_metrics)
+            if cfg.snapshot_rule == "authors":  # their `>=` holds for a layer equal to the best's: accepted, no-op
+                accepted += identical
+                state.identical += len(identical)
             for name in params:
                 state.explored[name] |= candidate[name]
                 row = {"candidate": index, "seed": cand_seed, "layer": name,
-                       **cand_metrics.get(name, state.best_metrics[name]), "accepted": name in accepted}
+                       **cand_metrics.get(name, state.best_metrics[name]), "accepted": name in accepted,
+                       "identical": name in identical}
                 state.log.append(row)
             state.done, state.accepted = index, state.accepted + len(accepted)
-            state.changed_since_snapshot |= bool(accepted)
+            state.save_flag |= bool(accepted)
             if index % cfg.snapshot_every == 0:
                 dropped = []
-                if state.changed_since_snapshot:
+                if state.save_flag:
                     state.snapshot_count += 1
                     state.snapshots.append(_snapshot(state, index, workdir))
                     if cfg.train_cap is not None:
                         dropped = state.snapshots[:-cfg.train_cap]
                         state.snapshots = state.snapshots[-cfg.train_cap:]
-                    state.changed_since_snapshot = False
+                    state.save_flag = False
                 state.seconds["other"] += time.perf_counter() - scored
                 _save(state, state_path, fingerprint)
                 for old in dropped:  # only once the saved state no longer names them
@@ -300,7 +318,8 @@ def _summary(state: _State, baseline: Masks, baseline_metrics: dict, selected: l
     per_candidate = {k: v / state.done if state.done else 0.0 for k, v in state.seconds.items()}
     return {
         "population": cfg.population, "candidates_done": state.done, "resumed_at_candidate": resumed_at,
-        "layers_accepted": state.accepted, "snapshots": state.snapshot_count,
+        "layers_accepted": state.accepted, "layers_accepted_identical": state.identical,
+        "snapshot_rule": cfg.snapshot_rule, "snapshots": state.snapshot_count,
         "explored_share": explored / total,
         "baseline_density": mask_density(baseline),
         "baseline_mean": {key: _mean(baseline_metrics, key) for key in LOGGED_KEYS},

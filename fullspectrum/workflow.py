@@ -353,6 +353,12 @@ def resolved_search(config: Mapping, run: Run) -> dict:
     return search
 
 
+def snapshot_rule(config: Mapping, run: Run) -> str:
+    """What sets a run's search's save flag (fullspectrum.search.SNAPSHOT_RULES): "authors" (the default: a candidate
+    layer identical to the best's counts as accepted) or "changed" (only a changed layer does)."""
+    return resolved_search(config, run).get("snapshot_rule", "authors")
+
+
 def writes_equal_density(config: Mapping, run: Run) -> bool:
     """Whether a run's search writes equal-density selections: `search.equal_density` on, and a score-based
     method (ERK and Random selections never drift, so toggling the option leaves their searches alone)."""
@@ -370,6 +376,7 @@ def search_settings(config: Mapping, run: Run) -> dict:
     """The search settings a run's search depends on, so editing another method's knob re-runs nothing here."""
     search = resolved_search(config, run)
     settings = {key: search[key] for key in ("population", "snapshot_every", "train_cap")}
+    settings["snapshot_rule"] = snapshot_rule(config, run)
     if run.method in DATA_METHODS:
         settings.update(batches=search["batches"], augment=search["augment"], batch_size=config["pai"]["batch_size"])
     if run.method in NOISY_METHODS:

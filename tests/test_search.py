@@ -36,6 +36,87 @@ def test_acceptance_rule_on_a_hand_made_population():
     assert best_metrics["a"]["delta_r_imdb"] == 2.0 and best_metrics["b"]["l2"] == 1.0
 
 
+def authors_loop(best_metrics, best_masks, candidates, sampling):
+    """lth_tickets_generation.py:616-705 (ScottHoang/dst-ram-pruning) transcribed: every layer of every candidate
+    is compared with `>=` on layer_imdb and layer_full_spectrum; an accepted layer sets save_flag; at each
+    `mask_no % mask_sampling == 0` the best is saved if save_flag. Returns [(mask_no, saved masks)]."""
+    best_metrics, best_masks = dict(best_metrics), dict(best_masks)
+    save_flag, saved = False, []
+    for mask_no, (masks, metrics) in enumerate(candidates, start=1):
+        for target in masks:
+            loose_condition = (metrics[target]["delta_r_imdb"] >= best_metrics[target]["delta_r_imdb"]
+                               and metrics[target]["l2"] >= best_metrics[target]["l2"])
+            if loose_condition:
+                best_metrics[target], best_masks[target] = metrics[target], masks[target]
+                save_flag = True
+        if mask_no % sampling == 0 and save_flag:
+            saved.append((mask_no, dict(best_masks)))
+            save_flag = False
+    return saved
+
+
+def test_snapshot_rule_on_a_hand_made_search_matches_the_authors_loop(digits, monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+
+    def mask(layer, k):  # the k-th hand-made mask of a layer: one weight set, at position k
+        shape = (3, 4) if layer == "0.weight" else (2, 3)
+        out = torch.zeros(shape, dtype=torch.bool)
+        out.view(-1)[k] = True
+        return out
+
+    metrics = {("0.weight", 0): (1.0, 1.0), ("0.weight", 1): (2.0, 2.0), ("0.weight", 2): (0.5, 0.5),
+               ("0.weight", 3): (2.0, 2.0),  # a different mask that ties the best: accepted under both rules
+               ("1.weight", 0): (1.0, 1.0), ("1.weight", 1): (0.5, 3.0)}  # topology lower: refused
+    # Candidates as (mask of layer 0, mask of layer 1); the baseline is (0, 0). Layer 1 is the baseline's own mask
+    # in candidates 1, 2 and 4 (as ERK redraws a dense layer): the authors' `>=` accepts it there.
+    plan = [(1, 0), (2, 0), (2, 1), (2, 0), (3, 1), (2, 1)]
+    candidates = [{"0.weight": mask("0.weight", a), "1.weight": mask("1.weight", b)} for a, b in plan]
+    lookup = {(layer, int(mask(layer, k).flatten().nonzero())): {"delta_r_imdb": imdb, "lambda_imdb": 0.0, "l2": l2}
+              for (layer, k), (imdb, l2) in metrics.items()}
+
+    def hand_measure(params, masks, names, groups):
+        return {n: dict(lookup[(n, int(masks[n].flatten().nonzero()))]) for n in names}
+
+    def hand_draw(model, method, density, data, cfg, seed):
+        return {k: v.clone() for k, v in candidates[seed - search.candidate_seed(0, 1)].items()}
+
+    monkeypatch.setattr(search, "measure", hand_measure)
+    monkeypatch.setattr(search, "draw_candidate", hand_draw)
+    baseline = {"0.weight": mask("0.weight", 0), "1.weight": mask("1.weight", 0)}
+    ran = {}
+    for rule in search.SNAPSHOT_RULES:
+        cfg = search.SearchConfig(population=6, batches=1, batch_size=64, snapshot_every=2, snapshot_rule=rule)
+        ran[rule] = search.pags(model, "erk", 0.5, digits, cfg, seed=0, baseline=baseline, progress=False)
+    # By hand: candidate 1 improves layer 0 (saved at 2), candidate 4 changes nothing but repeats layer 1 (saved at 4
+    # by the authors' rule only), candidate 5 ties layer 0 with another mask (saved at 6 by both).
+    assert [s.after_candidates for s in ran["authors"].selected] == [2, 4, 6]
+    assert [s.after_candidates for s in ran["changed"].selected] == [2, 6]
+    reference = authors_loop({n: lookup[(n, 0)] for n in baseline}, baseline,
+                             [(c, {n: lookup[(n, int(c[n].flatten().nonzero()))] for n in c}) for c in candidates], 2)
+    assert [after for after, _ in reference] == [2, 4, 6]
+    for (after, masks), snapshot in zip(reference, ran["authors"].selected):
+        assert snapshot.after_candidates == after and same_masks(snapshot.load(), masks)
+    last = {"0.weight": mask("0.weight", 3), "1.weight": mask("1.weight", 0)}
+    assert same_masks(ran["authors"].selected[-1].load(), last)
+    assert ran["authors"].summary["layers_accepted_identical"] == 3
+    assert ran["authors"].summary["layers_accepted"] == 5 and ran["changed"].summary["layers_accepted"] == 2
+    rows = [(r["candidate"], r["layer"]) for r in ran["authors"].log if r["identical"]]
+    assert rows == [(1, "1.weight"), (2, "1.weight"), (4, "1.weight")]
+
+
+def test_erk_search_keeping_dense_layers_saves_at_every_sampling_point(model, digits):
+    dense = [n for n, d in pruning.erk_layer_densities(model, 0.1).items() if d == 1.0]
+    assert len(dense) == 4  # conv1, two 1x1 shortcuts and the classifier of the width-8 ResNet18 at ERK 0.1
+    result = search.pags(model, "erk", 0.1, digits, CFG, seed=4, progress=False)
+    assert [s.after_candidates for s in result.selected] == [2, 4, 6]
+    assert result.summary["layers_accepted_identical"] >= CFG.population * len(dense)
+
+
+def test_snapshot_rule_is_checked():
+    with pytest.raises(ValueError, match="invalid search settings"):
+        search.SearchConfig(population=6, snapshot_rule="sometimes")
+
+
 @pytest.mark.parametrize("method", ["snip", "erk"])
 def test_selected_masks_dominate_the_baseline_layer_by_layer(model, digits, method):
     result = search.pags(model, method, 0.1, digits, CFG, seed=0, scoring_batches=2, progress=False)

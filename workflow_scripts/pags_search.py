@@ -67,8 +67,8 @@ def main() -> None:
                 equal_files.append(save(f"equal{snapshot.index}.pt", adjusted, search=algorithm,
                                         snapshot=snapshot.index, equal_density=True,
                                         selected_density=snapshot.density))
-    io.write_csv(pd.DataFrame(result.log, columns=["candidate", "seed", "layer", *search.LOGGED_KEYS, "accepted"]),
-                 out / "candidates.csv")
+    columns = ["candidate", "seed", "layer", *search.LOGGED_KEYS, "accepted", "identical"]
+    io.write_csv(pd.DataFrame(result.log, columns=columns), out / "candidates.csv")
     summary = {**result.summary, "algorithm": algorithm, "method": method,
                "target_density": base_meta["target_density"], "weights": args.weights, "baseline": args.baseline,
                "selected_files": selected_files, "control_files": control_files,
