@@ -64,7 +64,8 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     meta = {}
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict) and "meta" in payload:
         payload, meta = payload["state_dict"], payload["meta"]  # this project's weights file
-    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+    if not isinstance(payload, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in payload.items()):
         raise InputFileError(f"weights file {path} is not a state dict (a dict of tensors) nor this project's "
                              "weights file")
     return payload, meta
@@ -110,7 +111,7 @@ def read_masks(path: str | os.PathLike, model: nn.Module) -> Masks:
     payload = load_torch(path, what="mask file")
     if isinstance(payload, dict) and isinstance(payload.get("masks"), dict) and "meta" in payload:
         payload = payload["masks"]
-    if not isinstance(payload, dict) or not payload:
+    if not isinstance(payload, dict) or not payload or not all(isinstance(name, str) for name in payload):
         raise InputFileError(f"mask file {path} holds no {{weight name: bool tensor}} dict")
     params = prunable_parameters(model)
     masks = {}

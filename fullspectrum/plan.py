@@ -5,7 +5,10 @@ wall-clock on N GPUs, per table and figure and in total (runs shared between tab
 
 GPU time comes from `resources.minutes_per_epoch` (per model; `benchmarks/train_step.py --device cuda` measures
 it) and `resources.seconds_per_candidate` (a search candidate's graph metrics and bookkeeping; `benchmarks/pags.py`
-measures it). How many snapshots a search selects is known only after it ran, so every search contributes a range
+measures it). A value counts as measured only when `resources.measured` says where it was measured (for example
+`measured: {minutes_per_epoch: {resnet18: "A100 40GB, benchmarks/train_step.py"}}`); every GPU-hour and
+wall-clock figure that rests on a value not listed there is marked `*`, and the plan names those values and the
+command that measures each. How many snapshots a search selects is known only after it ran, so every search contributes a range
 of trainings: at least 1, at most population / snapshot_every (or `train_cap`), with the run's own search
 settings (`search.overrides`), doubled by the no-criterion control when `search.control` is on, plus up to as
 many equal-density masks with `search.equal_density`. Early-Bird is counted at its full epoch budget (it may stop
@@ -28,6 +31,14 @@ from .methods import DATA_METHODS
 
 WORKFLOW_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 TRAINING_RULES = ("sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop")
+# How to measure each cost value on the GPU the grid will run on.
+MEASURE = {
+    "minutes_per_epoch": "python benchmarks/train_step.py --device cuda --width 64 --model {model}  "
+                         "(its 'minutes_per_epoch' line)",
+    "seconds_per_candidate": "python benchmarks/pags.py --device cuda  (its 'everything else per candidate' line; "
+                             "it times ResNet18)",
+}
+UNMEASURED_MARK = "*"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +70,7 @@ class Jobs:
     count: Span
     epochs: Span = ZERO
     gpu_minutes: Span = ZERO
+    uses: frozenset = frozenset()  # the cost values its GPU minutes come from: {("minutes_per_epoch", model), ...}
 
 
 def merged_config(configfiles: list[str]) -> dict:
@@ -100,6 +112,11 @@ class Costs:
     def minutes(self, model: str, epochs: float) -> float:
         return self.resources["minutes_per_epoch"][model] * epochs
 
+    @staticmethod
+    def epoch_rate(model: str, epochs: float) -> frozenset:
+        """The cost value behind `minutes(model, epochs)`: none when nothing is trained."""
+        return frozenset({("minutes_per_epoch", model)}) if epochs > 0 else frozenset()
+
     def scoring_epochs(self, run: wf.Run, batches: int | str) -> float:
         """Scoring `batches` mini-batches (SNIP, GraSP; "all" = one epoch) costs about as many training steps;
         other methods ~0."""
@@ -120,14 +137,21 @@ class Costs:
             minutes += self.minutes(run.model, self.scoring_epochs(run, self.config["pai"]["scoring_batches"]))
         return minutes
 
+    def search_uses(self, run: wf.Run) -> frozenset:
+        search = wf.resolved_search(self.config, run)
+        return self.epoch_rate(run.model, self.scoring_epochs(run, search["batches"])) | {
+            ("seconds_per_candidate", run.model)}
+
     def training(self, rule: str, model: str, epochs: float, count: Span = exact(1)) -> Jobs:
-        return Jobs(rule, count, count.scale(epochs), count.scale(self.minutes(model, epochs)))
+        return Jobs(rule, count, count.scale(epochs), count.scale(self.minutes(model, epochs)),
+                    self.epoch_rate(model, epochs))
 
     def pretrain(self, dataset: str, model: str, seed: int, iters: int) -> tuple[tuple, Jobs]:
         """The checkpoint a run starts from (@0, the initialisation, is made on the CPU)."""
         epochs = iters * self.config["pretrain"]["batch_size"] / wf.TRAIN_SIZES[dataset]
         return ("pretrain", dataset, model, seed, iters), Jobs("pretrain", exact(1),
-                                                               gpu_minutes=exact(self.minutes(model, epochs)))
+                                                               gpu_minutes=exact(self.minutes(model, epochs)),
+                                                               uses=self.epoch_rate(model, epochs))
 
     def selections(self, run: wf.Run) -> Span:
         """Masks a search hands to training: its snapshots (1 .. population / snapshot_every, or the cap), as many
@@ -146,9 +170,11 @@ class Costs:
     def pai_run(self, run: wf.Run) -> Part:
         key = dataclasses.astuple(run)
         start_key, start = self.pretrain(run.dataset, run.model, run.seed, run.iters)
-        pai = Jobs("pai_mask", exact(1), gpu_minutes=exact(
-            self.minutes(run.model, self.scoring_epochs(run, self.config["pai"]["scoring_batches"]))))
-        searching = Jobs("pags_search", exact(1), gpu_minutes=exact(self.search_minutes(run)))
+        scoring = self.scoring_epochs(run, self.config["pai"]["scoring_batches"])
+        pai = Jobs("pai_mask", exact(1), gpu_minutes=exact(self.minutes(run.model, scoring)),
+                   uses=self.epoch_rate(run.model, scoring))
+        searching = Jobs("pags_search", exact(1), gpu_minutes=exact(self.search_minutes(run)),
+                         uses=self.search_uses(run))
         selected, one = self.selections(run), self.training("sparse_train", run.model, self.train["epochs"])
         jobs = {start_key: start, key + ("pai_mask",): pai, key + ("pags_search",): searching,
                 key + ("train_pai",): one,
@@ -204,19 +230,28 @@ class Summary:
     epochs: Span
     gpu_hours: Span
     wall_hours: Span
+    uses: frozenset = frozenset()  # the cost values behind gpu_hours and wall_hours
+
+
+def unmeasured(config: Mapping, uses: frozenset) -> list[tuple[str, str]]:
+    """The cost values among `uses` that `resources.measured` does not list, sorted."""
+    measured = config["resources"].get("measured") or {}
+    return sorted((key, model) for key, model in uses if model not in (measured.get(key) or {}))
 
 
 def summarise(part: Part, gpus: int) -> Summary:
     per_rule: dict[str, Span] = {}
     trainings = epochs = minutes = ZERO
+    uses: set = set()
     for job in part.jobs.values():
         per_rule[job.rule] = per_rule.get(job.rule, ZERO) + job.count
         minutes = minutes + job.gpu_minutes
+        uses |= job.uses
         if job.rule in TRAINING_RULES:
             trainings, epochs = trainings + job.count, epochs + job.epochs
     chain = max((c.lo for c in part.chains.values()), default=0), max((c.hi for c in part.chains.values()), default=0)
     wall = Span(max(minutes.lo / gpus, chain[0]), max(minutes.hi / gpus, chain[1]))
-    return Summary(per_rule, trainings, epochs, minutes.scale(1 / 60), wall.scale(1 / 60))
+    return Summary(per_rule, trainings, epochs, minutes.scale(1 / 60), wall.scale(1 / 60), frozenset(uses))
 
 
 def plan(config: Mapping, gpus: int) -> dict[str, Summary]:
@@ -243,13 +278,29 @@ def report(summaries: dict[str, Summary], gpus: int, config: Mapping) -> str:
     rates = ", ".join(f"{m} {v} min" for m, v in config["resources"]["minutes_per_epoch"].items())
     lines = [f"Cost plan on {gpus} GPU(s); one training epoch takes {rates} (resources.minutes_per_epoch).",
              "Ranges: each search selects 1..max snapshots, known only after it ran.", ""]
-    header = f"{'':8} {'trainings':>13} {'epochs':>17} {'GPU-hours':>15} {'wall-clock h':>15}  jobs per rule"
+    header = f"{'':8} {'trainings':>13} {'epochs':>18} {'GPU-hours':>16} {'wall-clock h':>16}  jobs per rule"
     lines.append(header)
     for name, s in summaries.items():
+        mark = UNMEASURED_MARK if unmeasured(config, s.uses) else ""
         rules = ", ".join(f"{rule} {span_text(count)}" for rule, count in sorted(s.jobs_per_rule.items()))
-        lines.append(f"{name:8} {span_text(s.trainings):>13} {span_text(s.epochs):>17} "
-                     f"{span_text(s.gpu_hours, 1):>15} {span_text(s.wall_hours, 1):>15}  {rules}")
-    return "\n".join(lines)
+        lines.append(f"{name:8} {span_text(s.trainings):>13} {span_text(s.epochs):>18} "
+                     f"{span_text(s.gpu_hours, 1) + mark:>16} {span_text(s.wall_hours, 1) + mark:>16}  {rules}")
+    return "\n".join(lines + unmeasured_notes(summaries, config))
+
+
+def unmeasured_notes(summaries: dict[str, Summary], config: Mapping) -> list[str]:
+    """What the `*` means: each unmeasured value the costs rest on, its value, and the command that measures it."""
+    values = unmeasured(config, frozenset().union(*(s.uses for s in summaries.values())))
+    if not values:
+        return []
+    lines = ["", f"{UNMEASURED_MARK} rests on values nobody measured (not listed under resources.measured):"]
+    for key, model in values:
+        value = config["resources"].get(key, {}).get(model)
+        shown = "not set, counted as 0" if value is None else f"{value}, not measured"
+        lines.append(f"  resources.{key}.{model} = {shown}; measure: {MEASURE[key].format(model=model)}")
+    lines.append("  Put the measured value in resources and say where it was measured, e.g. resources.measured: "
+                 "{minutes_per_epoch: {resnet18: \"A100 40GB, train_step.py\"}}.")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

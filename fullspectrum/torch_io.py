@@ -23,7 +23,9 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 def load_torch(path: str | os.PathLike, what: str = "file") -> Any:
     """`torch.load(weights_only=True)` with errors that name the file and say what to do.
 
-    `weights_only=True` refuses pickles that would run code on load; such a file is reported as unsafe.
+    `weights_only=True` refuses pickles that would run code on load; such a file is reported as unsafe. Anything
+    else that fails to load (empty, cut short, damaged, a text file, another format) is "not a readable torch
+    file", in one line whatever the content made torch raise.
     """
     path = Path(path)
     if not path.exists():
@@ -37,14 +39,19 @@ def load_torch(path: str | os.PathLike, what: str = "file") -> Any:
                 f"{what} {path} holds objects that are unsafe to load ({blocked}); weights_only=True refused it. "
                 "Only tensors, numbers, strings and containers of them are accepted."
             ) from exc
-        raise InputFileError(f"{what} {path} is not a readable torch file (truncated or corrupted); delete it "
-                             "and rerun the step that makes it.") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = (str(exc).splitlines() or ["empty file"])[0]  # EOFError of an empty file has no message
-        raise InputFileError(
-            f"{what} {path} is truncated or corrupted ({type(exc).__name__}: {reason}); "
-            "delete it and rerun the step that makes it."
-        ) from exc
+        raise InputFileError(_unreadable(what, path, exc)) from exc
+    except Exception as exc:  # torch raises whatever its parser hit first (KeyError on text, EOFError, ...)
+        raise InputFileError(_unreadable(what, path, exc)) from exc
+
+
+def _unreadable(what: str, path: Path, exc: BaseException) -> str:
+    reason = " ".join(str(exc).split()) or ("empty file" if path.stat().st_size == 0 else "no message")
+    if "WeightsUnpickler error:" in reason:  # torch's advice around it (weights_only=False) must not be followed
+        reason = reason.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation", 1)[0].strip()
+    if len(reason) > 100:
+        reason = reason[:97] + "..."
+    return (f"{what} {path} is not a readable torch file (truncated or corrupted, or not written by torch.save: "
+            f"{type(exc).__name__}: {reason}); delete it and rerun the step that makes it, or check the path.")
 
 
 def fingerprint(tensors: Mapping[str, torch.Tensor] | None) -> str | None:

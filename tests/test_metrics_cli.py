@@ -129,6 +129,42 @@ def test_command_refuses_a_mask_for_another_model_in_one_line(tmp_path, capsys):
     assert "\n" not in error and "mask 'conv1.weight' has shape (8, 3, 3, 3)" in error
 
 
+def unreadable_files(folder: Path) -> dict[str, Path]:
+    """Files a user might pass by mistake, none of them torch's: each must end in one line, whatever it holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = folder / "real.pt"
+    torch.save(random_masks(models.build("resnet18", 10, 4), 0.2, seed=0), real)
+    contents = {
+        "text": b"hello world\nthese are notes, not weights\n",  # torch's unpickler raised KeyError: 101
+        "csv": b"layer,density\nconv1.weight,0.2\n",
+        "json": b'{"conv1.weight": [1, 0, 1]}',
+        "empty": b"",
+        "random": bytes(range(256)) * 3,
+        "truncated": real.read_bytes()[: real.stat().st_size // 2],
+        "zip of text": b"PK\x03\x04" + b"\x00" * 60,
+        "python": b"import os\nos.system('echo hi')\n",
+    }
+    paths = {}
+    for name, data in contents.items():
+        paths[name] = folder / f"{name.replace(' ', '_')}.pt"
+        paths[name].write_bytes(data)
+    return paths
+
+
+@pytest.mark.parametrize("option", ["--weights", "--mask"])
+def test_an_unreadable_file_ends_in_one_line_whatever_it_holds(tmp_path, capsys, option):
+    for name, path in unreadable_files(tmp_path).items():
+        with pytest.raises(SystemExit) as exit_info:
+            command.main(["metrics", "--model", "resnet18", "--width", "4", option, str(path), "--random-mask", "erk",
+                          "--density", "0.2"] if option == "--weights" else
+                         ["metrics", "--model", "resnet18", "--width", "4", option, str(path)])
+        assert exit_info.value.code == 1, name
+        error = capsys.readouterr().err.strip()
+        assert "\n" not in error and "Traceback" not in error, (name, error)
+        assert error.startswith("error: ") and "is not a readable torch file" in error, (name, error)
+        assert str(path) in error and "weights_only=False" not in error, (name, error)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--model", "torchvision:no_such_net", "--random-mask", "erk", "--density", "0.1"],
      "not a torchvision classification model"),

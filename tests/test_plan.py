@@ -70,9 +70,52 @@ def test_on_many_gpus_the_longest_chain_bounds_the_wall_clock(small):
 def test_the_cli_prints_every_table_and_the_total(small):
     result = subprocess.run([sys.executable, "-m", "fullspectrum.plan", "--configfile", str(small), "--gpus", "2"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[4:]}
+    table, notes = result.stdout.split("\n\n")[1:]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
     assert set(rows) == {"table1", "table2", "table3", "fig1", "fig2", "total"}
-    assert rows["total"][1:5] == ["13..17", "106..146", "1.8..2.5", "0.9..1.3"]
+    assert rows["total"][1:5] == ["13..17", "106..146", "1.8..2.5*", "0.9..1.3*"]  # * nobody measured the rates
+    assert "resources.minutes_per_epoch.resnet18 = 1.0, not measured" in notes
+    assert "benchmarks/train_step.py --device cuda --width 64 --model resnet18" in notes
+    assert "resources.seconds_per_candidate.resnet18 = 6.0, not measured" in notes and "benchmarks/pags.py" in notes
+    assert "resnet34" not in notes  # the small grid has no ResNet34: its values cost nothing
+
+
+def with_measured(small, tmp_path, measured: dict) -> dict:
+    config = yaml.safe_load(small.read_text())
+    config["resources"]["measured"] = measured
+    path = tmp_path / "measured.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return plan.merged_config([str(path)])
+
+
+def marked_rows(config: dict) -> dict[str, bool]:
+    text = plan.report(plan.plan(config, gpus=2), 2, config)
+    rows = [line.split() for line in text.split("\n\n")[1].splitlines()[1:]]
+    return {row[0]: row[3].endswith("*") and row[4].endswith("*") for row in rows}
+
+
+def test_only_the_costs_that_rest_on_an_unmeasured_value_are_marked(small, tmp_path):
+    # the rate per epoch measured, not the search's per-candidate seconds: the tables search, the figures do not
+    config = with_measured(small, tmp_path, {"minutes_per_epoch": {"resnet18": "A100, benchmarks/train_step.py"}})
+    assert marked_rows(config) == {"table1": True, "table2": True, "table3": True, "fig1": False, "fig2": False,
+                                   "total": True}
+    notes = plan.report(plan.plan(config, gpus=2), 2, config).split("\n\n")[2]
+    assert "seconds_per_candidate.resnet18" in notes and "minutes_per_epoch" not in notes.split("e.g.")[0]
+    everything = with_measured(small, tmp_path, {"minutes_per_epoch": {"resnet18": "A100"},
+                                                 "seconds_per_candidate": {"resnet18": "A100"}})
+    assert not any(marked_rows(everything).values())
+    assert "not measured" not in plan.report(plan.plan(everything, gpus=2), 2, everything)
+
+
+def test_the_schema_accepts_where_a_value_was_measured():
+    import jsonschema
+    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["resources"]["measured"] = {"minutes_per_epoch": {"resnet18": "H100, benchmarks/train_step.py"}}
+    jsonschema.validate(config, schema)
+    config["resources"]["measured"] = {"minutes_per_epoch": {"resnet18": 0.4}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, schema)
 
 
 def table1_with_search(small, tmp_path, key):
