@@ -236,7 +236,7 @@ def run_itop(*, weights: str | Path, data: DeviceData, cfg: TrainConfig, density
         save_mask_file(folder / "mask.pt", trainer.masks, meta)
         save_weights(folder / "weights.pt", trainer.model,
                      {"model": weights_meta["model"], "num_classes": weights_meta["num_classes"],
-                      "width": weights_meta["width"], "dataset": weights_meta.get("dataset"), "seed": seed,
+                      "head_bias": weights_meta.get("head_bias", True), "width": weights_meta["width"], "dataset": weights_meta.get("dataset"), "seed": seed,
                       "iters": step, "itop_snapshot": index, "itop_step": step, "source": str(weights)})
 
     callback = ITOPCallback(masks=masks, total_steps=total_steps, update_frequency=update_frequency,

@@ -16,25 +16,30 @@ from .train import Trainer, TrainConfig, describe_device
 
 
 def pretrain(*, model: str, width: int, dataset: str, data: DeviceData, iters: int, seed: int, cfg: TrainConfig,
-             out: str | Path, init: str = "authors", progress: bool = True) -> dict:
+             out: str | Path, init: str = "authors", outputs: int | None = None, head_bias: bool = True,
+             progress: bool = True) -> dict:
     """Dense SGD from the seed's initialisation (`init`, see models.INITS) for `iters` iterations (0 = the
-    initialisation itself).
+    initialisation itself). The classifier has `outputs` outputs (default: one per class of `data`; never fewer)
+    and a bias when `head_bias`.
 
     The learning rate is constant: a few hundred iterations are a fraction of any schedule's first epoch.
     """
     started = time.perf_counter()
-    net = build_seeded(model, data.num_classes, width, seed, init=init)
+    outputs = data.num_classes if outputs is None else outputs
+    if outputs < data.num_classes:
+        raise ValueError(f"a classifier of {outputs} outputs cannot predict the {data.num_classes} classes of {dataset}")
+    net = build_seeded(model, outputs, width, seed, init=init, head_bias=head_bias)
     metrics = {"steps": 0}
     if iters > 0:
         trainer = Trainer(net, data, dataclasses.replace(cfg, max_steps=iters, schedule="constant"),
                           seed=seed, checkpoint=Path(out).with_suffix(".state.pt"),
                           identity={"model": model, "width": width, "dataset": dataset, "iters": iters,
-                                    "init": init},
+                                    "init": init, "outputs": outputs, "head_bias": head_bias},
                           progress=progress, desc=f"pretrain {model}@{iters}")
         metrics = trainer.fit()
         net = trainer.model.cpu()
-    meta = {"model": model, "num_classes": data.num_classes, "width": width, "dataset": dataset, "seed": seed,
-            "iters": iters, "init": init, "pretrain_metrics": metrics,
+    meta = {"model": model, "num_classes": outputs, "classes": data.num_classes, "head_bias": head_bias,
+            "width": width, "dataset": dataset, "seed": seed, "iters": iters, "init": init, "pretrain_metrics": metrics,
             "provenance": provenance(device=describe_device(data.device),
                                      wall_seconds=time.perf_counter() - started)}
     save_weights(out, net, meta)

@@ -359,6 +359,31 @@ def snapshot_rule(config: Mapping, run: Run) -> str:
     return resolved_search(config, run).get("snapshot_rule", "authors")
 
 
+def model_head(config: Mapping, dataset: str) -> dict:
+    """The classifier of `dataset`'s models (`model_head`): {"outputs": int, or None for one per class, "bias": bool}."""
+    head = (config.get("model_head") or {}).get(dataset) or {}
+    return {"outputs": head.get("outputs"), "bias": head.get("bias", True)}
+
+
+def pretrain_init(config: Mapping, iters: int | str) -> str:
+    """The initialisation checkpoint @`iters` starts from: @0 is `model_init`; @N > 0 starts from PyTorch's
+    initialisation (`pretrain.init: pytorch`, the authors' lth_tickets_pretraining.py) or from `model_init`."""
+    if int(iters) > 0 and config["pretrain"].get("init", "pytorch") == "pytorch":
+        return "pytorch"
+    return config["model_init"]
+
+
+def pretrain_flags(config: Mapping, dataset: str, iters: int | str) -> str:
+    """The pretrain job's model switches: its initialisation and, where `model_head` names the dataset, the head."""
+    head = model_head(config, dataset)
+    flags = [f"--init {pretrain_init(config, iters)}"]
+    if head["outputs"] is not None:
+        flags.append(f"--outputs {head['outputs']}")
+    if not head["bias"]:
+        flags.append("--no-head-bias")
+    return " ".join(flags)
+
+
 def writes_equal_density(config: Mapping, run: Run) -> bool:
     """Whether a run's search writes equal-density selections: `search.equal_density` on, and a score-based
     method (ERK and Random selections never drift, so toggling the option leaves their searches alone)."""

@@ -1,4 +1,6 @@
-# pretrain: dense SGD from the seed's initialisation; iter0 is the initialisation itself (PAGS), iterN for PEGS.
+# pretrain: iter0 is the seed's initialisation itself (`model_init`; PAGS), iterN dense SGD for PEGS from
+# PyTorch's initialisation under the seed (`pretrain.init: pytorch`, the authors' lth_tickets_pretraining.py) or from
+# `model_init`. The classifier is the dataset's `model_head`.
 
 
 rule pretrain:
@@ -11,7 +13,7 @@ rule pretrain:
         # change it, so editing them re-runs only the pretrained checkpoints (@N > 0) and what depends on them.
         pretrain=lambda wildcards: as_json(config["pretrain"]) if int(wildcards.iters) > 0 else "{}",
         width=config["model_width"],
-        init=config["model_init"],
+        model=lambda wildcards: wf.pretrain_flags(config, wildcards.dataset, wildcards.iters),
         device=lambda wildcards: DEVICE if int(wildcards.iters) > 0 else "cpu",
         code=code("pretrain"),
     threads: THREADS
@@ -27,6 +29,6 @@ rule pretrain:
     cache: True
     shell:
         "python -m workflow_scripts.pretrain --data {input.data} --dataset {wildcards.dataset} "
-        "--model {wildcards.model} --width {params.width} --init {params.init} --seed {wildcards.seed} "
+        "--model {wildcards.model} --width {params.width} {params.model} --seed {wildcards.seed} "
         "--iters {wildcards.iters} --pretrain '{params.pretrain}' --device {params.device} --threads {threads} "
         "--out {output} > {log} 2>&1"

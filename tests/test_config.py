@@ -122,3 +122,18 @@ def test_paper_grid_dry_run_plans_the_authors_protocol():
         settings = json.loads(re.search(r"--train '([^']+)'", line).group(1))
         assert (settings["epochs"], settings["schedule"], settings["nesterov"]) == (250, "multistep", True)
         assert settings["milestones"] == [0.5, 0.75] and settings["gamma"] == 0.1
+
+
+def test_the_paper_grid_pretrains_from_pytorchs_init_with_the_authors_head():
+    config = load()
+    assert wf.pretrain_flags(config, "cifar10", 100) == "--init pytorch --outputs 100 --no-head-bias"
+    assert wf.pretrain_flags(config, "cifar100", 0) == "--init authors --outputs 100 --no-head-bias"
+    assert wf.pretrain_flags(config, "digits", 5) == "--init pytorch"  # a dataset model_head does not name
+    embedded = {**config, **load("config/embedded.yaml")}
+    assert wf.pretrain_flags(embedded, "digits", 10) == "--init pytorch --outputs 100 --no-head-bias"
+    config["pretrain"]["init"] = "model_init"  # the earlier behaviour: @N starts from the seed's model_init
+    assert wf.pretrain_flags(config, "cifar10", 100).startswith("--init authors")
+    run = wf.Run("cifar100", "resnet18", 0.01, "erk", 0, 0)
+    assert wf.search_settings(config, run)["snapshot_rule"] == "authors"
+    config["search"]["snapshot_rule"] = "changed"
+    assert wf.search_settings(config, run)["snapshot_rule"] == "changed"

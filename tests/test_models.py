@@ -53,3 +53,41 @@ def test_the_seed_initialisation_is_the_authors_init_random():
     assert torch.all(default.bn1.weight == 1.0)  # PyTorch's own stays available
     with pytest.raises(ValueError, match="unknown initialisation"):
         models.build_seeded("resnet18", 10, 4, 0, init="xavier")
+
+
+def test_pretraining_starts_from_pytorchs_initialisation_and_iter0_is_the_authors(tmp_path, digits):
+    """@N: PyTorch's default initialisation under the seed (BatchNorm scale 1, conv weights inside the
+    Kaiming-uniform bound 1/sqrt(fan_in)), as lth_tickets_pretraining.py; @0: the authors' init_random (scale 0.5).
+    The @N step here moves the weights by at most lr * gradient ~ 1e-9, so they are still the start."""
+    from fullspectrum import runs, train
+    cfg = train.TrainConfig(epochs=1, batch_size=64, lr=1e-9, momentum=0.0, weight_decay=0.0)
+    common = dict(model="resnet18", width=4, dataset="digits", data=digits, seed=3, cfg=cfg, progress=False)
+    runs.pretrain(iters=1, init="pytorch", out=tmp_path / "iter1.pt", **common)
+    runs.pretrain(iters=0, init="authors", out=tmp_path / "iter0.pt", **common)
+    pretrained, meta = models.load_weights(tmp_path / "iter1.pt")
+    assert meta["init"] == "pytorch" and meta["pretrain_metrics"]["steps"] == 1
+    for name, module in pretrained.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert torch.allclose(module.weight, torch.ones_like(module.weight), atol=1e-6), name
+        elif isinstance(module, torch.nn.Conv2d):
+            fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            assert module.weight.abs().max() <= fan_in ** -0.5 + 1e-6, name
+    start = models.build_seeded("resnet18", 10, 4, 3, init="pytorch")
+    assert torch.allclose(pretrained.conv1.weight, start.conv1.weight, atol=1e-6)  # that seed's own draw
+    iter0, meta0 = models.load_weights(tmp_path / "iter0.pt")
+    assert meta0["init"] == "authors" and torch.all(iter0.bn1.weight == 0.5)
+
+
+def test_the_authors_head_has_100_outputs_and_no_bias(tmp_path, digits):
+    from fullspectrum import runs, train
+    cfg = train.TrainConfig(epochs=1, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    meta = runs.pretrain(model="resnet18", width=4, dataset="digits", data=digits, iters=2, seed=0, cfg=cfg,
+                         init="pytorch", outputs=100, head_bias=False, out=tmp_path / "w.pt", progress=False)
+    assert (meta["num_classes"], meta["classes"], meta["head_bias"]) == (100, 10, False)
+    net, _ = models.load_weights(tmp_path / "w.pt")
+    assert net.linear.out_features == 100 and net.linear.bias is None
+    assert "linear.weight" in masks.prunable_parameters(net)
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 100)
+    with pytest.raises(ValueError, match="cannot predict"):
+        runs.pretrain(model="resnet18", width=4, dataset="digits", data=digits, iters=0, seed=0, cfg=cfg,
+                      outputs=5, out=tmp_path / "x.pt", progress=False)
