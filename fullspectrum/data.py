@@ -21,9 +21,17 @@ from .torch_io import load_torch, save_torch
 DATASETS = {"digits": 10, "cifar10": 10, "cifar100": 100}
 # The 8x8 digits upsampled twice: a 32x32 copy holds no more information and costs the ResNets 4x the compute.
 DIGITS_SIZE = 16
-# CIFAR normalisation, used for every dataset so digits exercises exactly the CIFAR transforms.
+# CIFAR-10 normalisation, used for CIFAR-10 and digits (so digits exercises exactly the CIFAR transforms).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+# CIFAR-100 has its own: the authors' sparselearning/utils.py (get_cifar100_dataloaders, lines 87-88).
+NORMALISATION = {"cifar100": ((0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
+                              (0.2673342858792401, 0.2564384629170883, 0.27615047132568404))}
+
+
+def normalisation(name: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The channel mean and std a dataset's images are normalised with (CIFAR-10's unless it has its own)."""
+    return NORMALISATION.get(name, (MEAN, STD))
 
 
 def num_classes(name: str) -> int:
@@ -139,8 +147,9 @@ class DeviceData:
         self.test_x = tensors["test_x"].to(self.device)
         self.test_y = tensors["test_y"].to(self.device)
         self.num_classes = int(torch.cat([tensors["train_y"], tensors["test_y"]]).max()) + 1
-        self._mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255
+        mean, std = normalisation((tensors.get("meta") or {}).get("dataset"))
+        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
 
     @property
     def train_size(self) -> int:

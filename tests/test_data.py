@@ -114,3 +114,17 @@ def test_each_method_scores_on_what_it_needs(digits):
     synflow = digits.method_batches("synflow", None, None, seed=0, augment=False)
     assert len(synflow) == 1 and synflow[0][0].shape == (1, 3, 16, 16)  # its all-ones input takes this shape
     assert digits.method_batches("erk", None, None, seed=0, augment=False) is None
+
+
+def test_cifar100_is_normalised_with_its_own_statistics(tmp_path):
+    """The authors' get_cifar100_dataloaders: mean (0.5071, 0.4865, 0.4409), std (0.2673, 0.2564, 0.2762); CIFAR-10
+    (and digits) keep CIFAR-10's (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2616). A white pixel (255) becomes
+    (1 - mean) / std: by hand 1.8439, 2.0022, 2.0246 for CIFAR-100 and 2.0591, 2.1265, 2.1158 for CIFAR-10."""
+    white = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    expected = {"cifar100": (1.8439, 2.0022, 2.0246), "cifar10": (2.0591, 2.1265, 2.1158)}
+    for name, values in expected.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save({"train_x": white, "train_y": torch.zeros(1, dtype=torch.int64), "test_x": white,
+                    "test_y": torch.zeros(1, dtype=torch.int64), "meta": {"dataset": name}}, path)
+        out = data.DeviceData(path).normalise(white)
+        assert out[0, :, 0, 0].tolist() == pytest.approx(values, abs=1e-4), name
