@@ -4,8 +4,10 @@ The run starts from an ERK mask at `itop.density` on the seed's initialisation (
 and trains with the one training loop (`train.Trainer`). Every `update_frequency` optimiser steps (never at the
 last step), per prunable layer:
 
-- the death rate is cosine-decayed over the run, `rate(t) = death_rate / 2 * (1 + cos(pi * t / T))`, `T` the
-  run's total steps (ITOP's `CosineDecay`);
+- the death rate is cosine-decayed over the run to `eta_min = 0.005`,
+  `rate(t) = eta_min + (death_rate - eta_min) / 2 * (1 + cos(pi * t / T))`, `T` the run's total steps and `t` the
+  steps taken (ITOP's `CosineDecay`, sparselearning/core.py:67-80 of the authors' code: CosineAnnealingLR with its
+  default eta_min 0.005, stepped once per optimiser step, core.py:299-304; itop_tickets_generation.py:436-437);
 - `ceil(rate * nnz)` active weights with the smallest magnitude are removed (ties: lower flat index first);
 - the same number is regrown at uniformly random inactive positions, drawn on the CPU from the callback's own
   seeded generator (so the same seed gives the same masks on every device). A position pruned in this same
@@ -54,9 +56,15 @@ from .train import Callback, Trainer, TrainConfig, describe_device
 WORK_DIR = ".itop_work"
 
 
-def death_rate_at(step: int, total_steps: int, death_rate: float) -> float:
-    """The cosine-decayed death rate at `step` of `total_steps`: death_rate/2 * (1 + cos(pi * step / T))."""
-    return death_rate / 2.0 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+# The death rate's floor: the authors' CosineDecay(death_rate, T_max, eta_min=0.005) (sparselearning/core.py:68).
+DEATH_RATE_MIN = 0.005
+
+
+def death_rate_at(step: int, total_steps: int, death_rate: float, eta_min: float = DEATH_RATE_MIN) -> float:
+    """The cosine-decayed death rate after `step` of `total_steps` steps:
+    eta_min + (death_rate - eta_min) / 2 * (1 + cos(pi * step / T)), from `death_rate` down to `eta_min`."""
+    cosine = 1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)
+    return eta_min + (death_rate - eta_min) / 2.0 * cosine
 
 
 def prune_count(rate: float, active: int) -> int:

@@ -71,11 +71,20 @@ def test_prune_and_regrow_is_seeded():
 
 
 def test_cosine_decay_values():
+    """From 0.5 down to the authors' eta_min 0.005: 0.005 + 0.495 / 2 * (1 + cos(pi t / T)), by hand."""
     assert itop.death_rate_at(0, 100, 0.5) == pytest.approx(0.5)
-    assert itop.death_rate_at(50, 100, 0.5) == pytest.approx(0.25)
-    assert itop.death_rate_at(100, 100, 0.5) == pytest.approx(0.0)
-    assert itop.death_rate_at(25, 100, 0.5) == pytest.approx(0.25 * (1 + math.sqrt(0.5)))
-    assert itop.death_rate_at(200, 100, 0.5) == pytest.approx(0.0)  # clipped at the end
+    assert itop.death_rate_at(50, 100, 0.5) == pytest.approx(0.2525)
+    assert itop.death_rate_at(100, 100, 0.5) == pytest.approx(0.005)  # ends at eta_min, not 0
+    assert itop.death_rate_at(25, 100, 0.5) == pytest.approx(0.005 + 0.2475 * (1 + math.sqrt(0.5)))
+    assert itop.death_rate_at(200, 100, 0.5) == pytest.approx(0.005)  # clipped at the end
+    # the authors' CosineDecay (sparselearning/core.py:67-80): an SGD's lr under CosineAnnealingLR(T, eta_min=0.005),
+    # stepped once per training step before the update (core.py:299-304)
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    stepper = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 100, 0.005)
+    for step in range(1, 101):
+        sgd.step()  # no gradient: leaves the parameter, keeps the scheduler's order check quiet
+        stepper.step()
+        assert itop.death_rate_at(step, 100, 0.5) == pytest.approx(sgd.param_groups[0]["lr"], rel=1e-9), step
     assert itop.prune_count(0.25, 10) == 3 and itop.prune_count(0.5, 10) == 5 and itop.prune_count(0.0, 10) == 0
 
 
