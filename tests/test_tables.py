@@ -149,12 +149,65 @@ def test_latex_is_balanced_and_uses_booktabs(sources):
     assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
     assert r"\&" in latex and r"more\_things" in latex and r"50\%" in latex
     assert r"$\pm$" in latex
-    header = next(line for line in latex.splitlines() if line.startswith("Method"))
-    columns = latex.split(r"\begin{tabular}{")[1].split("}")[0]
-    for line in latex.splitlines():
-        if line.endswith(r"\\") and "multicolumn" not in line:
-            assert line.count("&") == len(columns) - 1, line
-    assert header.count("&") == len(columns) - 1
+    environments = latex.split(r"\end{table}")[:-1]
+    assert len(environments) == 2 and r"\label{tab:table1-more}" in environments[1]
+    for environment in environments:
+        header = next(line for line in environment.splitlines() if line.startswith("Method"))
+        columns = environment.split(r"\begin{tabular}{")[1].split("}")[0]
+        for line in environment.splitlines():
+            if line.endswith(r"\\") and "multicolumn" not in line:
+                assert line.count("&") == len(columns) - 1, line
+        assert header.count("&") == len(columns) - 1
+
+
+def markdown_tables(markdown: str) -> list[list[list[str]]]:
+    """Each Markdown table as rows of cells (header first, the separator left out)."""
+    out, current = [], None
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                out.append(current)
+            if not line.startswith("|---"):
+                current.append([c.strip() for c in line.strip("|").split("|")])
+        else:
+            current = None
+    return out
+
+
+def test_the_main_table_has_the_papers_columns_and_the_verdicts_in_at_most_12(sources):
+    cells = tables.assemble("table1", CIFAR10, sources, train_epochs=250, steps_per_epoch=391,
+                            reported=tables.load_reported())
+    main, more = markdown_tables(tables.to_markdown(cells, "c"))
+    assert main[0] == ["Method", "Baseline acc. %", "paper (Δ)", "PAGS/PEGS best %", "paper (Δ)", "PAGS/PEGS avg. %",
+                       "paper (Δ)", "Pre-training cost", "paper", "Best − baseline", "Best − control best",
+                       "Equal-density best − baseline"]
+    assert len(main[0]) <= tables.MAX_MAIN_COLUMNS and all(len(row) == len(main[0]) for row in main)
+    snip = next(row for row in main if row[0] == "SNIP")
+    assert snip[1] == "91.00 ± 1.41" and snip[2] == "90.39 (+0.61)"  # the paper's SNIP baseline, Table 1
+    assert snip[6] == "90.06 ± 0.17 (+1.44)" and snip[7] == "low"
+    assert more[0] == ["Method", "Control best %", "Control avg. %", "Equal-density best %", "Equal-density avg. %",
+                       "Baseline density", "PAGS/PEGS density", "Baseline final %", "PAGS/PEGS best final %",
+                       "PAGS/PEGS avg. final %"]
+    # every value of both tables stays in the long CSV
+    shown = set(tables.MAIN_COLUMNS + tables.MORE_COLUMNS)
+    assert set(cells["column"]) <= shown and set(tables.COLUMNS) == shown
+
+
+def test_without_paper_numbers_the_main_table_has_no_paper_columns(sources):
+    cells = tables.assemble("table1", {"dataset": "digits", "density": 0.2, "paper_table": None}, sources, 3, 12,
+                            None)
+    main = markdown_tables(tables.to_markdown(cells, "c"))[0]
+    assert "paper (Δ)" not in main[0] and "paper" not in main[0] and len(main[0]) == 8
+
+
+def test_the_html_page_renders_both_tables_escaped(sources):
+    cells = tables.assemble("table1", CIFAR10, sources, 250, 391, tables.load_reported())
+    page = tables.to_html(cells, "Results <on> CIFAR-10 & co", "Table 1")
+    assert page.startswith("<!DOCTYPE html>") and page.count("<table>") == 2 and page.count("</table>") == 2
+    assert "Results &lt;on&gt; CIFAR-10 &amp; co" in page and "<on>" not in page
+    assert "<th>paper (Δ)</th>" in page and "<td>90.39 (+0.61)</td>" in page
+    assert page.count('<tr class="block">') == 2 * len(set(cells["block"]))
 
 
 def test_reported_results_cover_the_papers_three_tables():

@@ -80,7 +80,8 @@ def test_tables_and_figures_exist_with_every_cell(finished_run):
     for name in ("table1", "table2", "table3"):
         cells = pd.read_csv(RESULTS / "tables" / f"{name}.csv")
         assert cells["value"].notna().all(), cells[cells["value"].isna()]
-        assert (RESULTS / "tables" / f"{name}.tex").read_text().count(r"\toprule") == 1
+        assert (RESULTS / "tables" / f"{name}.tex").read_text().count(r"\toprule") == 2  # main table, the rest
+        assert (RESULTS / "tables" / f"{name}.html").read_text().count("<table>") == 2
     table2 = pd.read_csv(RESULTS / "tables" / "table2.csv")
     assert set(table2["block"]) == {"ResNet18@0", "ResNet18@5", "ResNet18"}
     for name in ("fig1", "fig2"):

@@ -1,4 +1,4 @@
-"""Assemble one of Tables 1-3 (CSV, Markdown, LaTeX) from the trained masks' results."""
+"""Assemble one of Tables 1-3 (CSV, Markdown, LaTeX, HTML) from the trained masks' results."""
 
 import argparse
 import math
@@ -14,6 +14,7 @@ def main() -> None:
     parser.add_argument("--csv", required=True)
     parser.add_argument("--markdown", required=True)
     parser.add_argument("--latex", required=True)
+    parser.add_argument("--html", help="the two tables rendered for Snakemake's report")
     args = parser.parse_args()
     config, name = args.config, args.name
     table_cfg = config["tables"][name]
@@ -24,6 +25,8 @@ def main() -> None:
     io.write_csv(cells, args.csv)
     io.write_text(tables.to_markdown(cells, caption), args.markdown)
     io.write_text(tables.to_latex(cells, caption, label=f"tab:{name}"), args.latex)
+    if args.html:
+        io.write_text(tables.to_html(cells, caption, title=f"Table {name.removeprefix('table')}"), args.html)
     print(tables.to_markdown(cells, caption))
 
 

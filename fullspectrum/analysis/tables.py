@@ -5,13 +5,17 @@ per seed) and the PAGS/PEGS selection results; per baseline (EB, LTH) the traine
 The main columns use the authors' readout of best-epoch test accuracy (`readout.authors_readout`); the same
 readout of final-epoch accuracy follows in columns of its own. With several seeds each cell is the mean over seeds
 of the per-seed readout, ± the standard deviation over seeds. The long CSV has one row per cell (value, spread, n,
-paper value, difference, source files); Markdown and LaTeX (booktabs) render the same cells.
+paper value, difference, source files). Markdown, LaTeX (booktabs) and HTML render the same cells as two tables
+(docs/design.md, "Tables and figures"): the main one in the paper's layout (baseline, best, avg with the paper's
+number and Δ where the setting is the paper's, pre-training cost, and the paired differences: at most 12 columns),
+then the rest (control, equal density, densities, final-epoch readout).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Mapping
@@ -37,6 +41,10 @@ DENSITY_COLUMNS = ("baseline_density", "pags_density")
 FINAL_COLUMNS = ("baseline_final_acc", "pags_best_final_acc", "pags_avg_final_acc")
 COLUMNS = (PAPER_COLUMNS_SHOWN + CONTROL_COLUMNS + EQUAL_COLUMNS + DIFFERENCE_COLUMNS + DENSITY_COLUMNS
            + FINAL_COLUMNS)
+# The two rendered tables: the paper's columns and the verdicts, then everything else.
+MAIN_COLUMNS = PAPER_COLUMNS_SHOWN + DIFFERENCE_COLUMNS
+MORE_COLUMNS = CONTROL_COLUMNS + EQUAL_COLUMNS + DENSITY_COLUMNS + FINAL_COLUMNS
+MAX_MAIN_COLUMNS = 12
 COLUMN_LABELS = {"baseline_acc": "Baseline acc. %", "pags_best_acc": "PAGS/PEGS best %",
                  "pags_avg_acc": "PAGS/PEGS avg. %", "pretrain_cost": "Pre-training cost",
                  "control_best_acc": "Control best %", "control_avg_acc": "Control avg. %",
@@ -260,40 +268,62 @@ def _fmt_difference(cell: Mapping) -> str:
             + (" *" if cell.get("flag") == "*" else ""))
 
 
-def _display(cells: pd.DataFrame) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """Header and rows (grouped by block) shared by the Markdown and LaTeX renderings; columns nobody filled
-    (e.g. the control when it is off) are left out."""
+def _display(cells: pd.DataFrame, which: tuple[str, ...] = MAIN_COLUMNS
+             ) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Header and rows (grouped by block) of one rendered table, shared by Markdown, LaTeX and HTML. Columns nobody
+    filled (e.g. the control when it is off) are left out; a column gets a "paper (Δ)" companion only where some
+    cell has the paper's number (the paper's setting), so a digits table has no empty paper columns."""
     present = set(cells["column"])
-    columns = [c for c in COLUMNS if c in present]
-    widths = {column: 3 for column in PAPER_COLUMNS_SHOWN} | {"pretrain_cost": 2}
+    columns = [c for c in which if c in present]
+    with_paper = {c for c in columns if c in PAPER_COLUMNS_SHOWN
+                  and cells.loc[cells["column"] == c, "paper"].map(_none_if_nan).notna().any()}
     header = ["Method"]
     for column in columns:
-        header += [COLUMN_LABELS[column], "paper", "Δ"][:widths.get(column, 1)]
+        header.append(COLUMN_LABELS[column])
+        if column in with_paper:
+            header.append("paper" if column == "pretrain_cost" else "paper (Δ)")
     blocks: dict[str, list[list[str]]] = {}
     for (block, method), group in cells.groupby(["block", "method"], sort=False):
         by_column = {r["column"]: r for r in group.to_dict("records")}
         line = [METHOD_LABELS.get(method, method)]
         for column in columns:
-            cell, width = by_column.get(column), widths.get(column, 1)
-            if cell is None:  # EB and LTH have no search columns
-                line += ["–"] * width
-                continue
-            line.append(_format_cell(column, cell))
-            if width > 1:
-                line.append(_fmt(cell["paper"], cell["paper_spread"] if column == "pags_avg_acc" else None))
-            if width > 2:
-                difference = _none_if_nan(cell["difference"])
-                line.append("–" if difference is None else f"{difference:+.2f}")
+            cell = by_column.get(column)
+            line.append("–" if cell is None else _format_cell(column, cell))  # EB, LTH: no search columns
+            if column in with_paper:
+                line.append("–" if cell is None else _paper_text(column, cell))
         blocks.setdefault(block, []).append(line)
     return header, list(blocks.items())
 
 
+def _paper_text(column: str, cell: Mapping) -> str:
+    """The paper's number with the difference: '90.06 ± 0.17 (+1.44)'; the cost label alone; '–' without one."""
+    paper = _none_if_nan(cell["paper"])
+    if paper is None:
+        return "–"
+    text = _fmt(paper, cell["paper_spread"] if column == "pags_avg_acc" else None)
+    difference = _none_if_nan(cell["difference"])
+    return text if difference is None else f"{text} ({difference:+.2f})"
+
+
+def _parts(cells: pd.DataFrame, caption: str) -> list[tuple[str, list[str], list[tuple[str, list[str]]]]]:
+    """(caption, header, blocks) of the main table and, when any of its columns is filled, the second one."""
+    parts = [(caption, *_display(cells, MAIN_COLUMNS))]
+    if set(cells["column"]) & set(MORE_COLUMNS):
+        more = ("Continued: the no-criterion control, the selections at equal density, the achieved densities (†: "
+                "more than 1% denser than the baseline) and the same readout of final-epoch accuracy.")
+        parts.append((more, *_display(cells, MORE_COLUMNS)))
+    return parts
+
+
 def to_markdown(cells: pd.DataFrame, caption: str) -> str:
-    header, blocks = _display(cells)
-    lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for block, rows in blocks:
-        lines.append(f"| **{block}** |" + " |" * (len(header) - 1))
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """The main table, then the second one, each under its caption in bold."""
+    lines = []
+    for index, (text, header, blocks) in enumerate(_parts(cells, caption)):
+        lines += ([""] if index else []) + [f"**{text}**", "", "| " + " | ".join(header) + " |",
+                                            "|" + "---|" * len(header)]
+        for block, rows in blocks:
+            lines.append(f"| **{block}** |" + " |" * (len(header) - 1))
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -306,17 +336,43 @@ def _latex(text: str) -> str:
 
 
 def to_latex(cells: pd.DataFrame, caption: str, label: str) -> str:
-    header, blocks = _display(cells)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_latex(caption)}}}",
-             rf"\label{{{label}}}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-             " & ".join(_latex(h) for h in header) + r" \\", r"\midrule"]
-    for index, (block, rows) in enumerate(blocks):
-        if index:
-            lines.append(r"\midrule")
-        lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex(block)}}}}} \\")
-        lines += [" & ".join(_latex(c) for c in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    """One booktabs table environment per rendered table; the second is labelled `<label>-more`."""
+    lines = []
+    for index, (text, header, blocks) in enumerate(_parts(cells, caption)):
+        lines += [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_latex(text)}}}",
+                  rf"\label{{{label}{'-more' if index else ''}}}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+                  r"\toprule", " & ".join(_latex(h) for h in header) + r" \\", r"\midrule"]
+        for number, (block, rows) in enumerate(blocks):
+            if number:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_latex(block)}}}}} \\")
+            lines += [" & ".join(_latex(c) for c in row) + r" \\" for row in rows]
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+HTML_STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1em;color:#111;background:#fff}
+table{border-collapse:collapse;margin:0.5em 0 2em;font-size:0.9em}
+caption{caption-side:top;text-align:left;padding:0 0 0.5em;max-width:80em;line-height:1.35}
+th,td{padding:0.25em 0.6em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+thead th{border-bottom:2px solid #333;vertical-align:bottom}
+tr.block td{font-style:italic;font-weight:600;border-bottom:1px solid #999;padding-top:0.8em}"""
+
+
+def to_html(cells: pd.DataFrame, caption: str, title: str) -> str:
+    """A self-contained HTML page with both tables, for Snakemake's report (shown rendered, not downloaded)."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
+           f"<style>{HTML_STYLE}</style></head><body>", f"<h2>{escape(title)}</h2>"]
+    for text, header, blocks in _parts(cells, caption):
+        out.append(f"<table><caption>{escape(text)}</caption>")
+        out.append("<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for block, rows in blocks:
+            out.append(f'<tr class="block"><td colspan="{len(header)}">{escape(block)}</td></tr>')
+            out += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        out.append("</tbody></table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
 
 
 def caption(name: str, table_cfg: Mapping, config: Mapping) -> str:
