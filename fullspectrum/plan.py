@@ -10,7 +10,11 @@ measures it). A value counts as measured only when `resources.measured` says whe
 wall-clock figure that rests on a value not listed there is marked `*`, and the plan names those values and the
 command that measures each. How many snapshots a search selects is known only after it ran, so every search contributes a range
 of trainings: at least 1, at most population / snapshot_every (or `train_cap`), with the run's own search
-settings (`search.overrides`), doubled by the no-criterion control when `search.control` is on, plus up to as
+settings (`search.overrides`). One case is known in advance: under `search.snapshot_rule: authors` an ERK search
+whose ERK densities keep a layer dense redraws that layer identical to the best's in every candidate, which sets
+the save flag, so it saves exactly population / snapshot_every snapshots (the width-8 digits models at 0.2 do; the
+paper grid's width-64 ResNets with their 100-way head at 0.01 keep none dense). Snapshots are doubled by the
+no-criterion control when `search.control` is on, plus up to as
 many equal-density masks with `search.equal_density`. Early-Bird is counted at its full epoch budget (it may stop
 sooner). Wall-clock is the larger of GPU-hours / N and the longest chain of dependent
 GPU jobs (pretraining -> mask -> search -> training, or the LTH rounds one after another).
@@ -30,6 +34,8 @@ from . import workflow as wf
 from .methods import DATA_METHODS
 
 WORKFLOW_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # fullspectrum.data.DATASETS, without importing torch
+BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}  # fullspectrum.models.ARCHITECTURES
 TRAINING_RULES = ("sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop")
 # How to measure each cost value on the GPU the grid will run on.
 MEASURE = {
@@ -56,6 +62,39 @@ class Span:
 
 
 ZERO = Span(0, 0)
+
+
+def resnet_shapes(model: str, width: int, outputs: int) -> dict[str, tuple[int, ...]]:
+    """The prunable weights' shapes of fullspectrum.models' CIFAR ResNet, named as its parameters (no torch)."""
+    shapes = {"conv1.weight": (width, 3, 3, 3)}
+    in_planes = width
+    for stage, count in enumerate(BLOCKS[model]):
+        planes = width * 2**stage
+        for block in range(count):
+            prefix = f"layer{stage + 1}.{block}"
+            shapes[f"{prefix}.conv1.weight"] = (planes, in_planes, 3, 3)
+            shapes[f"{prefix}.conv2.weight"] = (planes, planes, 3, 3)
+            if (stage > 0 and block == 0) or in_planes != planes:
+                shapes[f"{prefix}.shortcut.0.weight"] = (planes, in_planes, 1, 1)
+            in_planes = planes
+    shapes["linear.weight"] = (outputs, in_planes)
+    return shapes
+
+
+def erk_dense_layers(shapes: Mapping[str, tuple[int, ...]], density: float) -> list[str]:
+    """The layers the ERK rule keeps dense at `density` (fullspectrum.pruning.erk_layer_densities' loop)."""
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / numel[name] for name, shape in shapes.items()}
+    dense: set[str] = set()
+    while len(dense) < len(shapes):
+        sparse = [name for name in shapes if name not in dense]
+        epsilon = ((density * sum(numel.values()) - sum(numel[name] for name in dense))
+                   / sum(raw[name] * numel[name] for name in sparse))
+        largest = max(raw[name] for name in sparse)
+        if epsilon * largest <= 1.0:
+            break
+        dense.update(name for name in sparse if raw[name] == largest)
+    return [name for name in shapes if name in dense]
 
 
 def exact(value: float) -> Span:
@@ -153,15 +192,24 @@ class Costs:
                                                                gpu_minutes=exact(self.minutes(model, epochs)),
                                                                uses=self.epoch_rate(model, epochs))
 
+    def saves_every_time(self, run: wf.Run) -> bool:
+        """Whether the run's search is known to save a snapshot at every sampling point: the authors' snapshot rule
+        and an ERK mask with a dense layer (redrawn identical in every candidate, so always accepted)."""
+        if run.method != "erk" or wf.snapshot_rule(self.config, run) != "authors":
+            return False
+        outputs = wf.model_head(self.config, run.dataset)["outputs"] or CLASSES[run.dataset]
+        return bool(erk_dense_layers(resnet_shapes(run.model, self.config["model_width"], outputs), run.density))
+
     def selections(self, run: wf.Run) -> Span:
-        """Masks a search hands to training: its snapshots (1 .. population / snapshot_every, or the cap), as many
-        control masks again when the control is on, and with `equal_density` up to as many equal-density masks
-        (score-based methods only: ERK and Random selections never drift)."""
+        """Masks a search hands to training: its snapshots (1 .. population / snapshot_every, or the cap; exactly
+        the most when `saves_every_time`), as many control masks again when the control is on, and with
+        `equal_density` up to as many equal-density masks (score-based methods only: ERK and Random selections
+        never drift)."""
         search = wf.resolved_search(self.config, run)
         most = search["population"] // search["snapshot_every"]
         if search["train_cap"] is not None:
             most = min(most, search["train_cap"])
-        snapshots = Span(1, max(1, most))
+        snapshots = exact(max(1, most)) if self.saves_every_time(run) else Span(1, max(1, most))
         masks = snapshots.scale(2 if search.get("control") else 1)
         if wf.writes_equal_density(self.config, run):
             masks = masks + Span(0, snapshots.hi)
@@ -277,7 +325,8 @@ def span_text(span: Span, digits: int = 0) -> str:
 def report(summaries: dict[str, Summary], gpus: int, config: Mapping) -> str:
     rates = ", ".join(f"{m} {v} min" for m, v in config["resources"]["minutes_per_epoch"].items())
     lines = [f"Cost plan on {gpus} GPU(s); one training epoch takes {rates} (resources.minutes_per_epoch).",
-             "Ranges: each search selects 1..max snapshots, known only after it ran.", ""]
+             "Ranges: each search selects 1..max snapshots, known only after it ran (exactly max for an ERK search "
+             "that keeps a layer dense, under the authors' snapshot rule).", ""]
     header = f"{'':8} {'trainings':>13} {'epochs':>18} {'GPU-hours':>16} {'wall-clock h':>16}  jobs per rule"
     lines.append(header)
     for name, s in summaries.items():

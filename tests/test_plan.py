@@ -18,6 +18,7 @@ SMALL = {
     "train": {"epochs": 10, "batch_size": 100},           # 500 steps per CIFAR epoch
     "pai": {"scoring_batches": 50},                        # SNIP's mask: 50/500 = 0.1 epoch
     "search": {"population": 20, "batches": 5, "snapshot_every": 5, "train_cap": 3,  # 1..3 selections
+               "snapshot_rule": "changed",  # ERK at 0.25 keeps layers dense: the authors' rule would take exactly 3
                "control": False, "overrides": []},
     "lth": {"prune_fraction": 0.5, "rewind_epoch": 1, "round_epochs": 4},          # 0.5, 0.25: 2 rounds
     "early_bird": {"epochs": 6},
@@ -136,3 +137,33 @@ def test_equal_density_adds_up_to_the_snapshots_of_score_based_methods_only(smal
     table = table1_with_search(small, tmp_path, "equal_density")
     # SNIP: 1..3 selections + 0..3 equal-density masks; ERK: 1..3 selections (they never drift)
     assert table.jobs_per_rule["sparse_train"] == plan.Span(2 + 2 + 2, 2 + 6 + 3 + 2)  # PaI + ... + tickets
+
+
+def test_an_erk_search_with_a_dense_layer_saves_every_time_under_the_authors_rule():
+    """ERK keeps a layer dense -> that layer is redrawn identical to the best's in every candidate -> the authors'
+    `>=` accepts it -> a snapshot at every sampling point: exactly population / snapshot_every."""
+    config = plan.merged_config([])
+    costs = plan.Costs(config)
+    from fullspectrum import workflow as wf
+    cifar = wf.Run("cifar10", "resnet18", 0.01, "erk", 100, 0)  # sampling-100: 3000 / 100 = 30 at most
+    assert costs.selections(cifar) == plan.Span(1, 30)  # the 100-way head at 0.01: no ERK layer is dense
+    config["model_head"] = {}  # a 10-way head: ERK keeps the 512x10 classifier dense
+    assert costs.selections(cifar) == plan.exact(30)
+    config["search"]["snapshot_rule"] = "changed"
+    assert costs.selections(cifar) == plan.Span(1, 30)
+    config["search"]["snapshot_rule"] = "authors"
+    assert costs.selections(wf.Run("cifar10", "resnet18", 0.01, "snip", 100, 0)) == plan.Span(1, 300)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet34"])
+def test_the_plans_shapes_and_erk_dense_layers_match_the_models(model):
+    from fullspectrum import models, pruning
+    from fullspectrum.masks import prunable_parameters
+    for width, outputs in ((8, 10), (8, 100), (64, 10), (64, 100)):
+        shapes = {k: tuple(v.shape) for k, v in prunable_parameters(models.build(model, outputs, width)).items()}
+        assert plan.resnet_shapes(model, width, outputs) == shapes
+        for density in (0.01, 0.08, 0.2):
+            dense = [k for k, d in pruning.erk_layer_densities(shapes, density).items() if d == 1.0]
+            assert plan.erk_dense_layers(shapes, density) == dense
+    assert plan.erk_dense_layers(plan.resnet_shapes(model, 64, 10), 0.01) == ["linear.weight"]
+    assert plan.erk_dense_layers(plan.resnet_shapes(model, 64, 100), 0.01) == []
