@@ -17,11 +17,19 @@ REPORT := results/embedded/report.html
 # The rules' shell commands find the project's python first, as in an activated venv.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-## demo: set up .venv and run the embedded default (digits, tiny ResNets) end to end on the CPU
+DEMO_LOG := results/embedded/snakemake.log
+
+## demo: set up .venv and run the embedded default (digits, tiny ResNets) end to end on the CPU: progress on one
+## line, Snakemake's job output in results/embedded/snakemake.log, the summary and the verdict table last
 demo: $(BIN)/snakemake
-	$(RUN) $(BIN)/snakemake all $(EMBEDDED) --cores $(CORES)
-	$(RUN) $(BIN)/snakemake all $(EMBEDDED) --report $(REPORT)
-	$(BIN)/python -m fullspectrum.summary $(EMBEDDED) --report $(REPORT)
+	@mkdir -p $(dir $(DEMO_LOG))
+	@echo "make demo: the embedded default on $(CORES) cores; Snakemake's job output goes to $(DEMO_LOG)"
+	@$(RUN) bash -o pipefail -c '$(BIN)/snakemake all $(EMBEDDED) --cores $(CORES) 2>&1 | tee $(DEMO_LOG) \
+		| $(BIN)/python -m fullspectrum.summary --follow' \
+		|| (echo "make demo failed: the end of $(DEMO_LOG):"; tail -n 25 $(DEMO_LOG); exit 1)
+	@$(RUN) $(BIN)/snakemake all $(EMBEDDED) --report $(REPORT) >> $(DEMO_LOG) 2>&1 \
+		|| (echo "make demo: the report failed: the end of $(DEMO_LOG):"; tail -n 25 $(DEMO_LOG); exit 1)
+	@$(BIN)/python -m fullspectrum.summary $(EMBEDDED) --report $(REPORT) --log $(DEMO_LOG)
 
 ## test: set up .venv and run the test suite
 test: $(BIN)/snakemake
