@@ -28,9 +28,19 @@ include: "rules/itop.smk"
 include: "rules/report.smk"
 
 
+if "study" in config:
+
+    include: "rules/study.smk"
+
+    localrules:
+        study,
+        study_verdict,
+
+
 localrules:
     all,
     prepare_data,
+    prepare_split,
     pags_results,
     lth_summary,
     table,

@@ -41,7 +41,10 @@ def num_classes(name: str) -> int:
 
 
 def load_digits_tensors(test_fraction: float = 0.2, split_seed: int = 0) -> dict:
-    """scikit-learn's 1,797 real 8x8 handwritten digits, resized to 3x16x16 uint8, with a fixed stratified split."""
+    """scikit-learn's 1,797 real 8x8 handwritten digits, resized to 3x16x16 uint8, with a stratified split.
+
+    `split_seed` picks the split: the embedded default keeps split 0 for every seed; the study (`data.split:
+    per_seed`) gives each seed its own, so its seeds see different test sets (sizes and class counts equal)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -93,10 +96,17 @@ def load_cifar_tensors(name: str, root: str | os.PathLike, download: bool, verif
 
 
 def prepare(name: str, out_path: str | os.PathLike, root: str | os.PathLike = "data", download: bool = False,
-            verify: bool = True) -> dict:
-    """Materialise dataset `name` as a uint8 tensor file at `out_path` and return its summary."""
+            verify: bool = True, split_seed: int | None = None) -> dict:
+    """Materialise dataset `name` as a uint8 tensor file at `out_path` and return its summary.
+
+    `split_seed` (digits only: CIFAR has its official test set) draws that seed's own train/test split."""
     num_classes(name)
-    tensors = load_digits_tensors() if name == "digits" else load_cifar_tensors(name, root, download, verify)
+    if name != "digits" and split_seed is not None:
+        raise ValueError(f"{name} has a fixed official test set; a per-seed split (split_seed) is for digits only")
+    if name == "digits":
+        tensors = load_digits_tensors(split_seed=split_seed or 0)
+    else:
+        tensors = load_cifar_tensors(name, root, download, verify)
     save_torch(tensors, out_path)
     return {"dataset": name, "train": len(tensors["train_y"]), "test": len(tensors["test_y"]),
             "classes": int(tensors["train_y"].max()) + 1}

@@ -85,8 +85,17 @@ def pretrain_path(results: str, dataset: str, model: str, seed: int, iters: int)
     return f"{results}/{dataset}/{model}/s{seed}/pretrain/iter{iters}.pt"
 
 
-def data_path(results: str, dataset: str) -> str:
-    return f"{results}/data/{dataset}.pt"
+def data_path(results: str, dataset: str, split_seed: int | None = None) -> str:
+    """The prepared dataset: one file per dataset, or with a split seed that seed's own digits split."""
+    if split_seed is None:
+        return f"{results}/data/{dataset}.pt"
+    return f"{results}/data/{dataset}/split{split_seed}.pt"
+
+
+def run_data_path(config: Mapping, dataset: str, seed: int | str) -> str:
+    """The data a run of `seed` trains and scores on: its own split with `data.split: per_seed`, else the shared one."""
+    per_seed = config["data"].get("split", "fixed") == "per_seed"
+    return data_path(config["results"], dataset, int(seed) if per_seed else None)
 
 
 def grid_runs(config: Mapping) -> list[Run]:
@@ -152,6 +161,13 @@ def check_config(config: Mapping) -> None:
                     raise ConfigError(
                         f"tables.{name} asks for baseline {baseline} on {table['dataset']}/{model} at density "
                         f"{table['density']}, which no grid block's `baselines` makes")
+    if config["data"].get("split") == "per_seed":
+        fixed = sorted({r.dataset for r in runs | baselines} - {"digits"})
+        if fixed:
+            raise ConfigError(f"data.split: per_seed draws a split per seed, which only digits has; {', '.join(fixed)} "
+                              "keep their official test sets (set data.split: fixed)")
+    if "study" in config:
+        check_study(config)
     lth = config["lth"]
     if lth["rewind_epoch"] >= lth["round_epochs"]:
         raise ConfigError(f"lth.rewind_epoch ({lth['rewind_epoch']}) must be below lth.round_epochs "
@@ -162,6 +178,29 @@ def check_config(config: Mapping) -> None:
             raise ConfigError(f"search.snapshot_every ({search['snapshot_every']}) exceeds search.population "
                               f"({search['population']}) for {run.method} on {run.dataset}/{run.model} @{run.iters}: "
                               "no snapshot would ever be taken")
+
+
+def study_runs(config: Mapping) -> list[Run]:
+    """The runs the study compares: every grid run, one PAGS/PEGS setting per method (check_study)."""
+    return grid_runs(config)
+
+
+def check_study(config: Mapping) -> None:
+    """The study pairs methods over seeds: one model, density and pretraining setting, the control on, the same
+    seeds for every method, and an ITOP figure to read."""
+    runs = grid_runs(config)
+    settings = {(r.dataset, r.model, r.density, r.iters) for r in runs}
+    if len(settings) != 1:
+        raise ConfigError("study: the grid must be one dataset, model, density and pretraining setting (it pairs "
+                          f"methods over seeds); it has {sorted(settings)}")
+    seeds = {m: sorted(r.seed for r in runs if r.method == m) for m in {r.method for r in runs}}
+    if len({tuple(s) for s in seeds.values()}) != 1:
+        raise ConfigError(f"study: every method needs the same seeds, got {seeds}")
+    if not all(resolved_search(config, r)["control"] for r in runs):
+        raise ConfigError("study: search.control must be true (the primary comparisons are against the control)")
+    if config["study"]["figure"] not in config["figures"]:
+        raise ConfigError(f"study.figure {config['study']['figure']!r} is not in `figures` "
+                          f"(has: {', '.join(config['figures'])})")
 
 
 def table_runs(config: Mapping, name: str) -> list[Run]:

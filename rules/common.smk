@@ -46,7 +46,7 @@ def log_path(rule_name, *parts):
 
 
 def data_file(wildcards):
-    return wf.data_path(RESULTS, wildcards.dataset)
+    return wf.run_data_path(config, wildcards.dataset, wildcards.seed)
 
 
 def as_json(value):
@@ -119,7 +119,8 @@ def mask_start_weights(wildcards):
 
 
 def mask_data(wildcards):
-    return wf.data_path(RESULTS, wf.parse_mask_dir(wildcards.maskdir)["dataset"])
+    parts = wf.parse_mask_dir(wildcards.maskdir)
+    return wf.run_data_path(config, parts["dataset"], parts["seed"])
 
 
 def mask_train_minutes(wildcards):

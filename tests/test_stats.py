@@ -15,7 +15,14 @@ def test_paired_difference_is_students_t_interval_over_seeds():
     out = stats.paired_difference(a, b)
     assert out["mean"] == pytest.approx(diffs.mean()) and out["n"] == 4 and out["positive"] == 4
     assert (out["low"], out["high"]) == (pytest.approx(low), pytest.approx(high))
-    assert out["excludes_zero"] == bool(low > 0)
+    assert low > 0 and not out["excludes_zero"]  # 4 seeds: the interval is shown, nothing is claimed
+    five = stats.paired_difference(a + [92.0], b + [91.0])
+    assert five["n"] == stats.MIN_SEEDS and five["low"] > 0 and five["excludes_zero"]
+
+
+def test_two_agreeing_seeds_give_a_zero_width_interval_and_no_claim():
+    out = stats.paired_difference([93.33, 90.0], [90.0, 86.67])
+    assert out["high"] - out["low"] == pytest.approx(0.0, abs=1e-9) and not out["excludes_zero"]
 
 
 def test_an_interval_that_straddles_zero_claims_nothing_and_one_seed_has_no_interval():

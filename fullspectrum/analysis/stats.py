@@ -15,13 +15,15 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+# No star and no verdict from fewer seeds: two seeds that happen to agree give a zero-width t interval.
+MIN_SEEDS = 5
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     """Mean of the per-seed differences a - b, its t interval, and in how many seeds it was positive.
 
-    `excludes_zero` is True when the interval lies entirely above or below 0; with one seed the interval is
-    undefined (None) and nothing is claimed."""
+    `excludes_zero` is True when the interval lies entirely above or below 0 over at least MIN_SEEDS seeds; with
+    one seed the interval is undefined (None), and below MIN_SEEDS it is shown but nothing is claimed."""
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     diffs = np.array([x - y for x, y in pairs], dtype=float)
     n = len(diffs)
@@ -30,7 +32,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     if n >= 2:
         half = stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n)
         out.update(low=float(diffs.mean() - half), high=float(diffs.mean() + half))
-        out["excludes_zero"] = bool(out["low"] > 0 or out["high"] < 0)
+        out["excludes_zero"] = n >= MIN_SEEDS and bool(out["low"] > 0 or out["high"] < 0)
     return out
 
 
