@@ -58,6 +58,7 @@ rule all:
         [path for run in BASELINES for path in baseline_outputs(run)],
         [path for name in TABLE_NAMES for path in table_files(name)],
         [path for name in FIGURE_NAMES for path in figure_files(name)],
+        LANDING,
 
 
 rule tables:

@@ -60,7 +60,7 @@ rule figure:
         graphs=figure_graphs,
     output:
         png=report(f"{RESULTS}/figures/{{fig}}_{{dataset}}_{{model}}.png", category="Figures",
-                   caption="../report/figure.rst", labels={"figure": "{fig}", "model": "{model}"}),
+                   caption="../report/figure.rst", labels={"figure": "{fig}: {dataset}, {model}"}),
         pdf=f"{RESULTS}/figures/{{fig}}_{{dataset}}_{{model}}.pdf",
         data=f"{RESULTS}/figures/{{fig}}_{{dataset}}_{{model}}.csv",
         corr_csv=f"{RESULTS}/figures/{{fig}}_{{dataset}}_{{model}}_correlations.csv",

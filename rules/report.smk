@@ -5,8 +5,11 @@ rule table:
     input:
         table_inputs,
     output:
-        csv=report(f"{RESULTS}/tables/{{table}}.csv", category="Tables", caption="../report/table.rst",
-                   labels={"table": "{table}", "format": "csv"}),
+        # the report shows the rendered tables (one label: no label pair can be missing) and offers the long CSV
+        html=report(f"{RESULTS}/tables/{{table}}.html", category="Tables", caption="../report/table.rst",
+                    labels={"table": "{table}"}),
+        csv=report(f"{RESULTS}/tables/{{table}}.csv", category="Table data", caption="../report/table_data.rst",
+                   labels={"table": "{table} (long CSV)"}),
         markdown=f"{RESULTS}/tables/{{table}}.md",
         latex=f"{RESULTS}/tables/{{table}}.tex",
     params:
@@ -19,4 +22,34 @@ rule table:
         "../envs/analysis.yaml"
     shell:
         "python -m workflow_scripts.make_table --name {wildcards.table} --config '{params.config}' "
-        "--csv {output.csv} --markdown {output.markdown} --latex {output.latex} > {log} 2>&1"
+        "--csv {output.csv} --markdown {output.markdown} --latex {output.latex} --html {output.html} > {log} 2>&1"
+
+
+# The report's landing page (Snakemake's workflow description): what ran, the settings that matter, the verdicts,
+# how to read the tables (fullspectrum.landing). `snakemake all` writes it; until then the report opens on
+# report/workflow.rst, which says so.
+LANDING = f"{RESULTS}/report/landing.rst"
+
+
+localrules:
+    landing,
+
+
+rule landing:
+    input:
+        [f"{RESULTS}/tables/{name}.csv" for name in config["tables"]],
+    output:
+        LANDING,
+    params:
+        config=as_json(config),
+        code=code("landing"),
+    threads: 1
+    log:
+        log_path("landing", "landing"),
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "python -m workflow_scripts.landing --config '{params.config}' --out {output} > {log} 2>&1"
+
+
+report: os.path.abspath(LANDING) if os.path.exists(LANDING) else "../report/workflow.rst"

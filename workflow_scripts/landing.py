@@ -1,0 +1,18 @@
+"""The landing page of Snakemake's report (fullspectrum.landing) from the config and the tables made so far
+(under the config's results folder)."""
+
+import argparse
+
+from fullspectrum import cli, io, landing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=cli.json_arg, required=True, help="the workflow config as JSON")
+    parser.add_argument("--out", required=True, help="the page, reStructuredText")
+    args = parser.parse_args()
+    io.write_text(landing.landing_page(args.config, args.config["results"]), args.out)
+
+
+if __name__ == "__main__":
+    cli.run(main)
