@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= $(shell nproc)
 GPUS ?= 1
 
-.PHONY: demo study test lint plan clean
+.PHONY: demo study test browser lint plan clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,20 @@ study: $(BIN)/snakemake
 	@echo "results/study/study.md (verdict table, Figures 1-2's claim, curves, every seed); report: results/study/report.html"
 	@$(BIN)/python -m fullspectrum.analysis.study results/study/study.csv
 
-## test: set up .venv and run the test suite
-test: $(BIN)/snakemake
+## test: set up .venv (and, as root on Debian/Ubuntu, Chromium for the report's browser test) and run the test suite
+test: $(BIN)/snakemake browser
 	$(RUN) $(BIN)/python -m pytest -q
+
+## browser: Debian's Chromium, which the report's headless-browser test drives through Playwright (installed by
+## apt-get when run as root; otherwise it says how, and that test skips outside CI)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make: installing Chromium for the report's browser test (apt-get install chromium)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "make: no Chromium; the report's browser test will skip (install: sudo apt-get install chromium)"; \
+		fi; }
 
 ## lint: Snakemake's linter on the paper grid and the embedded default
 lint: $(BIN)/snakemake

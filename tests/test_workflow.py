@@ -13,6 +13,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from conftest import ROOT, run_snakemake
+from report_browser import click_through, require_browser
 
 TEST_CONFIG = "config/test_workflow.yaml"
 RESULTS = ROOT / "results" / "test_workflow"
@@ -105,6 +106,17 @@ def test_report_contains_tables_and_figures_with_captions(finished_run, tmp_path
         text = "".join(archive.read(n).decode("utf-8", "ignore") for n in names if n.endswith((".html", ".js")))
     assert any(n.endswith("table1.csv") for n in names) and any(n.endswith(".png") for n in names)
     assert "ITOP snapshot tickets" in text and "in the paper's layout" in text
+
+
+def test_report_opens_on_the_landing_page_and_clicks_through_in_a_browser(finished_run, tmp_path):
+    """The real run's report.html in headless Chromium: it opens on the landing page (rule landing), and every
+    category and item can be clicked without a page error or a blank page (tests/report_browser.py)."""
+    require_browser()
+    report = tmp_path / "report.html"
+    run_snakemake(["all", "--configfile", TEST_CONFIG, "--report", str(report)], timeout=600)
+    visited = click_through(report, landing="What ran")
+    assert sorted(v.split(" > ")[0] for v in visited) == ["Figures"] * 2 + ["Table data"] * 3 + ["Tables"] * 3
+    assert "Figures > fig1: digits, resnet18" in visited and "Tables > table2" in visited
 
 
 def _readout(baseline, snapshots):
