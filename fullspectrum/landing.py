@@ -7,7 +7,8 @@ tables were written to (`config["results"]`). The page lists the data and models
 points, the density, the search size, the training epochs and the seeds; then per table the verdict rows of
 `fullspectrum.summary.verdict_rows` as a small table; then how to read the tables; and whether the numbers can be
 set beside the paper's. Any config with `tables` (the paper grid, the embedded default, a study) gets the same
-page; `extra` appends sections of the caller's own (reStructuredText).
+page; `extra` appends sections of the caller's own (reStructuredText), such as `study_section(config, study.csv)`,
+the study's verdict, which the `landing` rule adds for a config with `study`.
 
 The workflow's `landing` rule (workflow_scripts/landing.py) writes it to `{results}/report/landing.rst`, which the
 `report:` statement of rules/report.smk makes the report's description.
@@ -15,6 +16,7 @@ The workflow's `landing` rule (workflow_scripts/landing.py) writes it to `{resul
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -167,6 +169,53 @@ def comparability(config: Mapping) -> str:
                      "of the chain works; they are not comparable with the paper's numbers, and the tables print "
                      "no paper number beside them. The paper's numbers need the GPU grid of ``config.yaml``.")
     return "\n".join(lines) + "\n"
+
+
+STUDY_HEADER = ("comparison", "method", "seeds", "mean", "95% interval", "seeds > 0", "p (Holm)", "verdict")
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _signed(value) -> str:
+    value = _finite(value)
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def _p_value(value) -> str:
+    value = _finite(value)
+    return "–" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def study_section(config: Mapping, csv: str | Path) -> str:
+    """The study's verdict (config `study`, the verdict table study.csv of rule study_verdict) as a section of the
+    landing page: the question, the pre-registered rule, then one row per comparison and method (pooled last)."""
+    settings = config["study"]
+    title = "The study's verdict"
+    text = [title, "-" * len(title), "",
+            f"The question: {settings['title']}. Pre-registered (README, \"The study\"): differences in accuracy "
+            f"points paired over seeds, Student's 95% t interval, Holm-adjusted p-values across the methods; "
+            f"*supported* when p < {settings['alpha']} and the mean is above 0, *contradicted* when the difference "
+            f"is shown to be below the smallest effect of interest ({settings['sesoi']} points), otherwise "
+            f"*inconclusive*; *no verdict* with fewer than {settings['min_seeds']} seeds. The primary comparisons "
+            "are against as many no-criterion control masks; the category *Study* holds the whole table "
+            "(``study.md``: Figures 1-2's claim, the training curves, every seed) and each seed's differences.", ""]
+    if not Path(csv).exists():
+        return "\n".join(text + ["The study's verdict has not been computed yet.", ""])
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    rows = [[f"{row['label']} ({row['role']})", str(row["method"]), str(row["n"]), _signed(row["mean"]),
+             f"[{_signed(row['low'])}, {_signed(row['high'])}]", f"{row['positive']}/{row['n']}",
+             _p_value(row["p_zero_adj"]), str(row["verdict"]).upper()]
+            for row in table.to_dict("records")]
+    text.append(_list_table("", STUDY_HEADER, rows, widths="30 8 6 8 16 8 8 14"))
+    return "\n".join(text)
 
 
 def landing_page(config: Mapping, results: str | Path, extra: str = "") -> str:

@@ -26,9 +26,11 @@ rule table:
 
 
 # The report's landing page (Snakemake's workflow description): what ran, the settings that matter, the verdicts,
-# how to read the tables (fullspectrum.landing). `snakemake all` writes it; until then the report opens on
+# how to read the tables (fullspectrum.landing); for a study (config `study`, rules/study.smk) also the study's
+# verdict from its study.csv. `snakemake all` (or `snakemake study`) writes it; until then the report opens on
 # report/workflow.rst, which says so.
 LANDING = f"{RESULTS}/report/landing.rst"
+STUDY_VERDICT = [f"{RESULTS}/study.csv"] if "study" in config else []
 
 
 localrules:
@@ -37,11 +39,13 @@ localrules:
 
 rule landing:
     input:
-        [f"{RESULTS}/tables/{name}.csv" for name in config["tables"]],
+        tables=[f"{RESULTS}/tables/{name}.csv" for name in config["tables"]],
+        study=STUDY_VERDICT,
     output:
         LANDING,
     params:
         config=as_json(config),
+        study=" ".join(f"--study-csv {path}" for path in STUDY_VERDICT),
         code=code("landing"),
     threads: 1
     log:
@@ -49,7 +53,7 @@ rule landing:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "python -m workflow_scripts.landing --config '{params.config}' --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.landing --config '{params.config}' {params.study} --out {output} > {log} 2>&1"
 
 
 report: os.path.abspath(LANDING) if os.path.exists(LANDING) else "../report/workflow.rst"

@@ -38,3 +38,4 @@ rule study:
         rules.study_verdict.output,
         table_files("table1"),
         figure_files(config["study"]["figure"]),
+        LANDING,  # the report opens on the landing page with the study's verdict (rules/report.smk)

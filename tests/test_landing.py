@@ -51,3 +51,24 @@ def test_extra_sections_are_appended(tmp_path):
     config = merged_config([str(ROOT / "config" / "test_workflow.yaml")])
     text = landing.landing_page(config, tmp_path, extra="The study\n---------\n\nIts verdict.\n")
     assert text.rstrip().endswith("Its verdict.") and "The study" in render(text)
+
+
+def test_the_study_verdict_is_a_section_of_the_page(tmp_path):
+    config = merged_config([str(ROOT / "config" / "test_study.yaml")])
+    csv = tmp_path / "study.csv"
+    pending = landing.study_section(config, csv)
+    assert "has not been computed yet" in pending and config["study"]["title"] in pending
+    rows = [{"comparison": "best_vs_control", "label": "PAGS best − control best", "role": "primary",
+             "method": "snip", "n": 6, "mean": 0.4567, "low": -0.1, "high": 1.01, "positive": 4, "p_zero_adj": 0.0004,
+             "verdict": "inconclusive"},
+            {"comparison": "best_vs_control", "label": "PAGS best − control best", "role": "primary",
+             "method": "pooled", "n": 6, "mean": 1.5, "low": float("nan"), "high": float("nan"), "positive": 6,
+             "p_zero_adj": 0.02, "verdict": "supported"}]
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    html = render(landing.landing_page(config, tmp_path, extra=landing.study_section(config, csv)))
+    assert "The study’s verdict" in html or "The study's verdict" in html
+    assert "<td>PAGS best − control best (primary)</td>" in html and "<td>pooled</td>" in html
+    assert "<td>+0.46</td>" in html and "<td>[-0.10, +1.01]</td>" in html and "<td>4/6</td>" in html
+    assert "<td>&lt;0.001</td>" in html and "<td>[–, –]</td>" in html and "<td>SUPPORTED</td>" in html

@@ -20,6 +20,7 @@ from scipy import stats as scipy_stats
 from conftest import ROOT, copy_workflow, run_snakemake, snakemake_bin
 from fullspectrum import data, degrees
 from fullspectrum.analysis import study
+from report_browser import click_through, require_browser
 
 TEST_CONFIG = "config/test_study.yaml"
 RESULTS = ROOT / "results" / "test_study"
@@ -193,6 +194,18 @@ def test_outputs_a_person_reads(study_run):
     assert (RESULTS / "study_differences.png").stat().st_size > 1000
     lines = study.verdict_lines(pd.read_csv(RESULTS / "study.csv"))
     assert len(lines) == len(study.COMPARISONS) and all("NO VERDICT" in line for line in lines)
+
+
+def test_the_report_opens_on_the_landing_page_with_the_verdict_and_clicks_through(study_run, tmp_path):
+    """`snakemake study` writes the landing page with the study's verdict; its report opens on it in headless
+    Chromium and every category and item clicks through without a page error (tests/report_browser.py)."""
+    page = (RESULTS / "report" / "landing.rst").read_text()
+    assert "The study's verdict" in page and "NO VERDICT" in page and "PAGS best − control best (primary)" in page
+    require_browser()
+    report = tmp_path / "report.html"
+    run_snakemake(["study", "--configfile", TEST_CONFIG, "--report", str(report)], timeout=600)
+    visited = click_through(report, landing="The question:")
+    assert sum(v.startswith("Study > ") for v in visited) == 2 and "Figures > fig1: digits, resnet18" in visited
 
 
 def test_a_rerun_does_nothing(study_run):
