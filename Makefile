@@ -61,10 +61,11 @@ browser:
 			echo "make: no Chromium; the report's browser test will skip (install: sudo apt-get install chromium)"; \
 		fi; }
 
-## lint: Snakemake's linter on the paper grid and the embedded default
+## lint: Snakemake's linter on the paper grid, the embedded default and the study
 lint: $(BIN)/snakemake
 	$(RUN) $(BIN)/snakemake --lint
 	$(RUN) $(BIN)/snakemake --lint $(EMBEDDED)
+	$(RUN) $(BIN)/snakemake --lint $(STUDY)
 
 ## plan: what the paper grid (config.yaml) costs on $(GPUS) GPUs: jobs, trainings, epochs, GPU-hours, wall-clock
 plan: $(BIN)/snakemake

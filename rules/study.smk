@@ -1,15 +1,13 @@
 # The study (config/study.yaml, `make study`): the pre-registered verdict over the grid's seeds, from every run's
 # PaI baseline and search results, and the ITOP tickets of the figure `study.figure` (README, "The study").
 
-
-def study_runs():
-    return wf.study_runs(config)
+STUDY_RUNS = wf.study_runs(config)
 
 
 rule study_verdict:
     input:
-        baselines=[f"{run.dir(RESULTS)}/pai/metrics.json" for run in study_runs()],
-        searches=[f"{run.dir(RESULTS)}/pags/results.json" for run in study_runs()],
+        baselines=[f"{run.dir(RESULTS)}/pai/metrics.json" for run in STUDY_RUNS],
+        searches=[f"{run.dir(RESULTS)}/pags/results.json" for run in STUDY_RUNS],
         tickets=figure_files(config["study"]["figure"])[2],
     output:
         markdown=report(f"{RESULTS}/study.md", category="Study", caption="../report/study.rst",

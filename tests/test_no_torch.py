@@ -8,7 +8,8 @@ from conftest import ROOT
 ANALYSIS_MODULES = ("fullspectrum.analysis.tables", "fullspectrum.analysis.figures", "fullspectrum.analysis.collect",
                     "fullspectrum.analysis.stats", "fullspectrum.analysis.readout",
                     "fullspectrum.summary", "fullspectrum.plan", "fullspectrum.workflow", "fullspectrum.code_version",
-                    "workflow_scripts.make_table", "workflow_scripts.figure", "workflow_scripts.collect_results")
+                    "workflow_scripts.make_table", "workflow_scripts.figure", "workflow_scripts.collect_results",
+                    "fullspectrum.analysis.study", "workflow_scripts.study")
 
 
 def test_the_analysis_modules_import_with_torch_unavailable():

@@ -141,10 +141,13 @@ def min_detectable(sd: float, n: int, alpha: float, power: float = POWER) -> flo
     df, critical = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
 
     def shortfall(nc: float) -> float:
-        return 1 - stats.nct.cdf(critical, df, nc) + stats.nct.cdf(-critical, df, nc) - power
+        lower_tail = stats.nct.cdf(-critical, df, nc)  # negligible, and NaN in scipy, far from 0
+        return stats.nct.sf(critical, df, nc) + np.nan_to_num(lower_tail) - power
 
-    # the noncentrality lies between 0 (power = alpha) and critical + 4 (power > 0.99 for any df)
-    return float(optimize.brentq(shortfall, 0.0, critical + 4.0)) * sd / math.sqrt(n)
+    high = critical + 4.0  # power > 0.99 from df = 3 on; heavier tails need more
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high)) * sd / math.sqrt(n)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
