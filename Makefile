@@ -31,20 +31,23 @@ demo: $(BIN)/snakemake
 		|| (echo "make demo: the report failed: the end of $(DEMO_LOG):"; tail -n 25 $(DEMO_LOG); exit 1)
 	@$(BIN)/python -m fullspectrum.summary $(EMBEDDED) --report $(REPORT) --log $(DEMO_LOG)
 
-STUDY := --configfile config/study.yaml
-STUDY_LOG := results/study/snakemake.log
+STUDY_CONFIG := config/study.yaml
+STUDY_RESULTS := results/study
+STUDY := --configfile $(STUDY_CONFIG)
+STUDY_LOG := $(STUDY_RESULTS)/snakemake.log
 
-## study: set up .venv and run the pre-registered CPU study of the paper's claim (config/study.yaml; about 45
-## minutes on 2 cores): progress on screen, Snakemake's output in results/study/snakemake.log, the verdict last
+## study: set up .venv and run the pre-registered CPU study of the paper's claim (config/study.yaml; about an
+## hour on 2 cores): progress on screen, Snakemake's output in results/study/snakemake.log, the verdict last
 study: $(BIN)/snakemake
-	@mkdir -p results/study
+	@mkdir -p $(STUDY_RESULTS)
 	@echo "make study: Snakemake's job output goes to $(STUDY_LOG)"
 	@$(RUN) bash -o pipefail -c '$(BIN)/snakemake study $(STUDY) --cores $(CORES) 2>&1 | tee $(STUDY_LOG) \
-		| grep --line-buffered -E "^[0-9]+ of [0-9]+ steps|^Nothing to be done|Error|error"' \
+		| $(BIN)/python -m fullspectrum.summary --follow' \
 		|| (echo "make study failed: the end of $(STUDY_LOG):"; tail -n 25 $(STUDY_LOG); exit 1)
-	@$(RUN) $(BIN)/snakemake study $(STUDY) --report results/study/report.html >> $(STUDY_LOG) 2>&1
-	@echo "results/study/study.md (verdict table, Figures 1-2's claim, curves, every seed); report: results/study/report.html"
-	@$(BIN)/python -m fullspectrum.analysis.study results/study/study.csv
+	@$(RUN) $(BIN)/snakemake study $(STUDY) --report $(STUDY_RESULTS)/report.html >> $(STUDY_LOG) 2>&1
+	@echo "$(STUDY_RESULTS)/study.md: the verdict table, Figures 1-2's claim, the curves, every seed;" \
+		"report: $(STUDY_RESULTS)/report.html"
+	@$(BIN)/python -m fullspectrum.analysis.study $(STUDY_RESULTS)/study.csv
 
 ## test: set up .venv (and, as root on Debian/Ubuntu, Chromium for the report's browser test) and run the test suite
 test: $(BIN)/snakemake browser

@@ -32,10 +32,6 @@ if "study" in config:
 
     include: "rules/study.smk"
 
-    localrules:
-        study,
-        study_verdict,
-
 
 localrules:
     all,

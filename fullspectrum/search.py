@@ -1,4 +1,4 @@
-"""PAGS / PEGS: the full-spectrum mask search (docs/design.md, "PAGS and PEGS").
+"""PAGS / PEGS: the full-spectrum mask search (docs/design.md, "PAGS and PEGS: the mask search").
 
 Start from the PaI mask made with full scoring data (the baseline and first best). Draw `population` candidate
 masks from the same PaI method with fresh randomness (SNIP/GraSP: `batches` random, augmented mini-batches drawn

@@ -4,6 +4,11 @@
 STUDY_RUNS = wf.study_runs(config)
 
 
+localrules:
+    study,
+    study_verdict,
+
+
 rule study_verdict:
     input:
         baselines=[f"{run.dir(RESULTS)}/pai/metrics.json" for run in STUDY_RUNS],

@@ -25,7 +25,7 @@ import pandas as pd
 from ..io import read_csv, read_json
 from ..workflow import resolved_search, table_runs
 from .readout import authors_readout
-from .stats import paired_difference
+from .stats import MIN_SEEDS, paired_difference
 
 METHOD_LABELS = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "erk": "ERK", "random": "Random",
                  "magnitude": "Magnitude", "eb": "EB", "lth": "LTH"}
@@ -385,6 +385,9 @@ def caption(name: str, table_cfg: Mapping, config: Mapping) -> str:
     else:
         source = (f"paper Table {paper} beside each value where dataset, model, method, pretraining and density "
                   "are the paper's")
+    if paper == 1:  # README, Deviations: Table 1's pretraining
+        source += (" (Table 1: PEGS @100 as the paper's text says; the authors' CIFAR-10 result folders default to "
+                   "--pretrained-iter 500, and the paper marks its PaI rows 'no pre-training needed')")
     searches = [resolved_search(config, run) for run in table_runs(config, name)]
     populations = sorted({s["population"] for s in searches})
     caps = {s["train_cap"] for s in searches}
@@ -400,4 +403,4 @@ def caption(name: str, table_cfg: Mapping, config: Mapping) -> str:
             f"{trained}; {source}. Control: the search's first candidates as whole masks (no graph criterion), as "
             "many as snapshots trained. Equal-density: each selection trimmed or topped up to its baseline's "
             "weight count by the baseline's scores. Differences are paired over seeds: mean [95% t interval], "
-            "seeds > 0, * where the interval excludes 0." + (f" {table_cfg['note']}" if table_cfg.get("note") else ""))
+            f"seeds > 0, * where the interval excludes 0 over at least {MIN_SEEDS} seeds." + (f" {table_cfg['note']}" if table_cfg.get("note") else ""))
