@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, TextIO
 import pandas as pd
 
 from .plan import merged_config
+from .analysis.stats import MIN_SEEDS
 
 # The paired comparisons a table holds (long CSV column -> what it compares).
 COMPARISONS = (("best_minus_baseline", "best − baseline"), ("best_minus_control", "best − control best"),
@@ -47,7 +48,8 @@ def headline(csv: Path) -> str:
 
 def verdict_rows(csv: Path) -> list[dict]:
     """Per comparison the table holds: cells, mean difference over them (points), cells whose 95% interval lies
-    above / below 0 (None when no cell has an interval: one seed), and seeds with a positive difference of all."""
+    above / below 0 (only cells of at least MIN_SEEDS seeds claim anything), and seeds with a positive difference
+    of all."""
     cells = pd.read_csv(csv)
     pai = cells[cells["pretrain_iters"].notna()]
     rows = []
@@ -55,7 +57,7 @@ def verdict_rows(csv: Path) -> list[dict]:
         found = pai[pai["column"] == column]  # a missing run is a cell without a value: counted, never averaged
         if found.empty or found["value"].isna().all():
             continue
-        with_interval = found[found["low"].notna()]
+        with_interval = found[found["low"].notna() & (found["n"] >= MIN_SEEDS)]  # fewer seeds: shown, not claimed
         rows.append({
             "comparison": comparison, "cells": len(found), "mean": float(found["value"].astype(float).mean()),
             "cells_positive": int((found["value"].astype(float) > 0).sum()),
@@ -70,7 +72,7 @@ def verdict_rows(csv: Path) -> list[dict]:
 def interval_text(row: Mapping) -> str:
     """'above 0 in 1/4, below in 0/4' (cells whose 95% t interval excludes 0), or why there is none."""
     if not row["with_interval"]:
-        return "none (1 seed)"
+        return "none (1 seed)" if row["max_seeds"] < 2 else f"none claimed ({row['max_seeds']} seeds < {MIN_SEEDS})"
     n = row["with_interval"]
     return f"above 0 in {row['above']}/{n}, below in {row['below']}/{n}"
 

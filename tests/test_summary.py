@@ -24,10 +24,12 @@ CELLS = [
 ]
 
 
-def write_tables(results, names):
+def write_tables(results, names, seeds=None):
     frame = pd.DataFrame(CELLS, columns=["block", "pretrain_iters", "method", "column", "value", "low", "high",
                                          "positive", "n"])
-    (results / "tables").mkdir(parents=True)
+    if seeds is not None:  # the PaI cells pooled over `seeds` seeds
+        frame.loc[frame["pretrain_iters"].notna(), "n"] = seeds
+    (results / "tables").mkdir(parents=True, exist_ok=True)
     for name in names:
         frame.to_csv(results / "tables" / f"{name}.csv", index=False)
         (results / "tables" / f"{name}.md").write_text("table")
@@ -38,10 +40,15 @@ def test_verdict_rows_count_cells_intervals_and_seeds(tmp_path):
     rows = {r["comparison"]: r for r in summary.verdict_rows(tmp_path / "tables" / "table1.csv")}
     best = rows["best − baseline"]
     assert best["mean"] == 0.25 and best["cells"] == 2 and best["cells_positive"] == 1
-    assert (best["above"], best["below"], best["with_interval"]) == (1, 1, 2)
+    # two seeds: the intervals are in the tables, but nothing is claimed from fewer than 5 seeds
+    assert (best["above"], best["below"], best["with_interval"]) == (0, 0, 0)
     assert (best["positive"], best["seeds"]) == (2, 4)
-    assert summary.interval_text(best) == "above 0 in 1/2, below in 1/2"
+    assert summary.interval_text(best) == "none claimed (2 seeds < 5)"
     assert "equal-density best − baseline" not in rows  # the option was off: no row, not a row of zeros
+    write_tables(tmp_path, ["table1"], seeds=5)
+    best = {r["comparison"]: r for r in summary.verdict_rows(tmp_path / "tables" / "table1.csv")}["best − baseline"]
+    assert (best["above"], best["below"], best["with_interval"]) == (1, 1, 2)
+    assert summary.interval_text(best) == "above 0 in 1/2, below in 1/2"
 
 
 def test_the_last_screen_fits_40_lines_with_an_aligned_verdict_table(tmp_path):
