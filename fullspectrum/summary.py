@@ -92,21 +92,6 @@ def aligned(header: tuple[str, ...], rows: list[list[str]], indent: str = "  ") 
     return [line(header)] + [line(row) for row in rows]
 
 
-def verdict(csv: Path) -> str:
-    """One line: did PAGS/PEGS best beat the baseline and the control, and at equal density the baseline, cell by
-    cell, with the 95% intervals."""
-    parts = []
-    for row in verdict_rows(csv):
-        text = f"{row['comparison']} {row['mean']:+.2f} points on average, > 0 in {row['cells_positive']}/{row['cells']}"
-        if row["with_interval"]:
-            text += (f"; 95% interval above 0 in {row['above']}, below 0 in {row['below']} "
-                     f"(t over {row['max_seeds']} seeds)")
-        else:
-            text += " (n = 1 seed: no intervals)"
-        parts.append(text)
-    return " | ".join(parts)
-
-
 def screen(config: Mapping, report: str, log: str | None = None) -> list[str]:
     """The last screen of a run: artefacts, then the verdict table, then how to read it (within 40 lines)."""
     results = Path(config["results"])

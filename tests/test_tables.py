@@ -235,16 +235,18 @@ def test_collected_search_results_pair_each_selection_with_its_equal_density_mas
     assert collect_mask_results(dirs)["equal"] == []  # the option off: no equal-density reading
 
 
-def test_the_verdict_line_counts_cells_and_intervals(sources, tmp_path):
-    from fullspectrum.summary import verdict
+def test_the_verdict_rows_count_cells_and_intervals(sources, tmp_path):
+    from fullspectrum.summary import interval_text, verdict_rows
 
     cells = tables.assemble("table1", CIFAR10, sources, train_epochs=250, steps_per_epoch=391)
     csv = tmp_path / "table1.csv"
     cells.to_csv(csv, index=False)
-    line = verdict(csv)
-    # best - baseline: SNIP mean of [3, -1] = +1, ERK +1 (one seed), GraSP missing; SNIP's interval spans 0
-    assert "best − baseline +1.00 points on average, > 0 in 2/3; 95% interval above 0 in 0, below 0 in 0 " \
-           "(t over 2 seeds)" in line
+    rows = {row["comparison"]: row for row in verdict_rows(csv)}
+    # best - baseline: SNIP mean of [3, -1] = +1, ERK +1 (one seed), GraSP missing; 2 seeds claim no interval
+    best = rows["best − baseline"]
+    assert (best["mean"], best["cells_positive"], best["cells"]) == (1.0, 2, 3)
+    assert interval_text(best) == "none claimed (2 seeds < 5)"
     # only SNIP has a control and equal-density masks: [2.5, -1.5] -> +0.50, and [2, -2] -> +0.00
-    assert "best − control best +0.50 points on average, > 0 in 1/1" in line
-    assert "equal-density best − baseline +0.00 points on average, > 0 in 0/1" in line
+    control, equal = rows["best − control best"], rows["equal-density best − baseline"]
+    assert (control["mean"], control["cells_positive"], control["cells"]) == (0.5, 1, 1)
+    assert (equal["mean"], equal["cells_positive"], equal["cells"]) == (0.0, 0, 1)
