@@ -180,11 +180,6 @@ def check_config(config: Mapping) -> None:
                               "no snapshot would ever be taken")
 
 
-def study_runs(config: Mapping) -> list[Run]:
-    """The runs the study compares: every grid run, one PAGS/PEGS setting per method (check_study)."""
-    return grid_runs(config)
-
-
 def check_study(config: Mapping) -> None:
     """The study pairs methods over seeds: one model, density and pretraining setting, the control on, the same
     seeds for every method, and an ITOP figure to read."""

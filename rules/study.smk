@@ -1,7 +1,7 @@
 # The study (config/study.yaml, `make study`): the pre-registered verdict over the grid's seeds, from every run's
 # PaI baseline and search results, and the ITOP tickets of the figure `study.figure` (README, "The study").
 
-STUDY_RUNS = wf.study_runs(config)
+STUDY_RUNS = wf.grid_runs(config)  # one setting per method and seed (wf.check_study)
 
 
 localrules:

@@ -24,10 +24,9 @@ def main() -> None:
         raise ValueError("--baselines and --searches must list the same runs")
     runs = []
     for baseline, search in zip(args.baselines, args.searches):
-        run = workflow.parse_mask_dir(str(Path(baseline).parent))
-        if workflow.parse_mask_dir(str(Path(search).parent))["results"] != run["results"] or \
-                str(Path(search).parent.parent) != str(Path(baseline).parent.parent):
+        if Path(search).parent.parent != Path(baseline).parent.parent:  # {run}/pai/... and {run}/pags/...
             raise ValueError(f"{baseline} and {search} are not the same run")
+        run = workflow.parse_mask_dir(str(Path(baseline).parent))
         runs.append({"method": run["method"], "seed": run["seed"], "baseline": baseline, "search": search})
     settings = args.settings
     values = study.seed_values(runs)

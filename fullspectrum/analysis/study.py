@@ -51,6 +51,8 @@ POOLED = "pooled"
 POWER = 0.8
 ITOP_PANELS = (("topology", "delta_r_imdb"), ("weights", "lambda_imdb"),
                ("full_spectrum", "full_spectrum_distance_oos"))
+RHO_STEPS = {"weights_minus_topology": ("weights", "topology"),  # step: (higher, lower) in 'rho rises'
+             "full_spectrum_minus_weights": ("full_spectrum", "weights")}
 
 
 # ---------------------------------------------------------------------------------------------- per-seed values
@@ -62,7 +64,8 @@ def seed_values(runs: Sequence[Mapping]) -> pd.DataFrame:
     `runs`: {"method", "seed", "baseline": the PaI mask's metrics.json, "search": the search's results.json}."""
     rows = []
     for run in runs:
-        baseline = read_json(run["baseline"], what="training metrics")["best_acc"]
+        trained = read_json(run["baseline"], what="training metrics")
+        baseline = trained["best_acc"]
         results = read_json(run["search"], what="search results")
         selected = [m["best_acc"] for m in results["masks"]]
         control = [m["best_acc"] for m in results.get("control", [])]
@@ -78,7 +81,7 @@ def seed_values(runs: Sequence[Mapping]) -> pd.DataFrame:
                      "equal_best": authors_readout(baseline, equal)["best"],
                      "control_best": unguided["best"], "control_avg": unguided["avg"], "controls": unguided["n"],
                      "pags_density": float(np.mean([m["density"] for m in results["masks"]])),
-                     "baseline_density": read_json(run["baseline"], what="training metrics")["density"]})
+                     "baseline_density": trained["density"]})
     return pd.DataFrame(rows).sort_values(["method", "seed"], ignore_index=True)
 
 
@@ -211,8 +214,6 @@ def itop_claim(tickets: pd.DataFrame, draws: int = 2000, seed: int = 0) -> dict:
     observed = strengths(np.arange(len(accuracy)))
     rng = np.random.default_rng(seed)
     samples = pd.DataFrame([strengths(rng.integers(0, len(accuracy), len(accuracy))) for _ in range(draws)])
-    steps = {"weights_minus_topology": samples["weights"] - samples["topology"],
-             "full_spectrum_minus_weights": samples["full_spectrum"] - samples["weights"]}
 
     def interval(values: pd.Series) -> list[float]:
         values = values[np.isfinite(values)]
@@ -220,15 +221,11 @@ def itop_claim(tickets: pd.DataFrame, draws: int = 2000, seed: int = 0) -> dict:
 
     out = {"tickets": int(len(accuracy)), "abs_rho": observed,
            "abs_rho_interval": {name: interval(samples[name]) for name in observed},
-           "steps": {name: {"observed": _step(observed, name), "interval": interval(values)}
-                     for name, values in steps.items()}}
+           "steps": {name: {"observed": observed[high] - observed[low],
+                            "interval": interval(samples[high] - samples[low])}
+                     for name, (high, low) in RHO_STEPS.items()}}
     out["rises_beyond_intervals"] = all(step["interval"][0] > 0 for step in out["steps"].values())
     return out
-
-
-def _step(observed: Mapping[str, float], name: str) -> float:
-    high, low = name.split("_minus_")
-    return observed[high] - observed[low]
 
 
 # -------------------------------------------------------------------------------------------------- rendering
