@@ -1,5 +1,5 @@
-"""What a config's grid costs before it is submitted: jobs per rule, trainings, training epochs, GPU-hours and
-wall-clock on N GPUs, per table and figure and in total (runs shared between tables counted once).
+"""What a config's grid costs before it is submitted: jobs per rule, SLURM jobs, trainings, training epochs,
+GPU-hours and wall-clock on N GPUs, per table and figure and in total (runs shared between tables counted once).
 
     python -m fullspectrum.plan --configfile config.yaml --gpus 8        (make plan GPUS=8)
 
@@ -18,6 +18,17 @@ no-criterion control when `search.control` is on, plus up to as
 many equal-density masks with `search.equal_density`. Early-Bird is counted at its full epoch budget (it may stop
 sooner). Wall-clock is the larger of GPU-hours / N and the longest chain of dependent
 GPU jobs (pretraining -> mask -> search -> training, or the LTH rounds one after another).
+
+Jobs are not trainings: with `train.members` > 1 the masks of one search (its selections, controls and
+equal-density masks) and the snapshot tickets of one ITOP run are trained by `train_chunk` jobs of up to that many
+masks each (ceil(masks / members) jobs), and each mask's metrics are then copied into its own folder by a local
+`chunk_member` job; PaI baselines, LTH rounds and EB tickets stay one `sparse_train` job each (with members 1,
+everything is). `trainings` and `epochs` count masks trained; the jobs per rule count jobs; `slurm jobs` counts every
+job of a rule that is not local (LOCAL_RULES: they run in the Snakemake process; pretraining @0 is a CPU job but a
+SLURM job). A chunk's GPU time (`Costs.chunk_minutes`, also its SLURM runtime) is the sum of its members' under
+`train.mode: sequential`, that divided by `resources.fused_speedup` under `fused` (never less than one member's);
+fused_speedup is a cost value like the others (`resources.measured.fused_speedup` says where it was measured). A
+run's chain ends with its longest chunk: min(members, masks) masks.
 """
 
 from __future__ import annotations
@@ -36,15 +47,21 @@ from .methods import DATA_METHODS
 WORKFLOW_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # fullspectrum.data.DATASETS, without importing torch
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}  # fullspectrum.models.ARCHITECTURES
-TRAINING_RULES = ("sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop")
+# Rules that run in the Snakemake process rather than as SLURM jobs: the `localrules:` of Snakefile and rules/*.smk,
+# and chunk_member (it copies a chunk member's metrics.json into the member's mask folder).
+LOCAL_RULES = frozenset({"all", "prepare_data", "prepare_split", "pags_results", "lth_summary", "table", "figure",
+                         "landing", "study", "study_verdict", "chunk_member"})
 # How to measure each cost value on the GPU the grid will run on.
 MEASURE = {
     "minutes_per_epoch": "python benchmarks/train_step.py --device cuda --width 64 --model {model}  "
                          "(its 'minutes_per_epoch' line)",
     "seconds_per_candidate": "python benchmarks/pags.py --device cuda  (its 'everything else per candidate' line; "
                              "it times ResNet18)",
+    "fused_speedup": "bash benchmarks/gpu_check.sh  (its 'suggested train.members' line), or python "
+                     "benchmarks/fused_train.py --device cuda --width 64",
 }
 UNMEASURED_MARK = "*"
+REPORT_WIDTH = 160  # the table wraps its jobs per rule at this width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +120,16 @@ def exact(value: float) -> Span:
 
 @dataclasses.dataclass(frozen=True)
 class Jobs:
-    """Jobs of one rule for one purpose: how many, the epochs they train, the GPU minutes they take."""
+    """Jobs of one rule for one purpose: how many, the masks they train, the epochs they train, the GPU minutes they
+    take. A train_chunk job trains several masks, so `count` (jobs) and `trainings` (masks) differ."""
 
     rule: str
     count: Span
     epochs: Span = ZERO
     gpu_minutes: Span = ZERO
     uses: frozenset = frozenset()  # the cost values its GPU minutes come from: {("minutes_per_epoch", model), ...}
+    #                                ("fused_speedup", None): a value for every model
+    trainings: Span = ZERO  # masks trained
 
 
 def merged_config(configfiles: list[str]) -> dict:
@@ -151,6 +171,27 @@ class Costs:
     def minutes(self, model: str, epochs: float) -> float:
         return self.resources["minutes_per_epoch"][model] * epochs
 
+    @property
+    def members(self) -> int:
+        """Masks one train_chunk job trains at most (`train.members`; 1: no chunks, a sparse_train job per mask)."""
+        return self.train.get("members", 1)
+
+    @property
+    def fused(self) -> bool:
+        return self.train.get("mode", "sequential") == "fused"
+
+    @property
+    def speedup(self) -> float:
+        """Member-images/s of a fused chunk over sequential training: resources.fused_speedup, 1 when sequential."""
+        return self.resources.get("fused_speedup", 1.0) if self.fused else 1.0
+
+    def chunk_minutes(self, model: str, epochs: float, members: int) -> float:
+        """GPU minutes of one train_chunk job training `members` masks for `epochs` each (the Snakefile's runtime for
+        it is int(this) + 10): their minutes one after another, or divided by the fused speed-up, but never less
+        than one member's (a fused chunk of one trains one model)."""
+        one = self.minutes(model, epochs)
+        return max(one, members * one / self.speedup) if self.fused else members * one
+
     @staticmethod
     def epoch_rate(model: str, epochs: float) -> frozenset:
         """The cost value behind `minutes(model, epochs)`: none when nothing is trained."""
@@ -183,7 +224,22 @@ class Costs:
 
     def training(self, rule: str, model: str, epochs: float, count: Span = exact(1)) -> Jobs:
         return Jobs(rule, count, count.scale(epochs), count.scale(self.minutes(model, epochs)),
-                    self.epoch_rate(model, epochs))
+                    self.epoch_rate(model, epochs), trainings=count)
+
+    def mask_trainings(self, key: tuple, model: str, epochs: float, masks: Span) -> dict[tuple, Jobs]:
+        """The jobs that train one search's masks (or one ITOP run's tickets): a sparse_train job per mask with
+        train.members 1; otherwise ceil(masks / members) train_chunk jobs and a local chunk_member job per mask."""
+        if self.members == 1:
+            return {key: self.training("sparse_train", model, epochs, masks)}
+        uses = self.epoch_rate(model, epochs) | ({("fused_speedup", None)} if self.fused else set())
+        chunks = Span(math.ceil(masks.lo / self.members), math.ceil(masks.hi / self.members))
+        minutes = masks.scale(self.minutes(model, epochs) / self.speedup)
+        chunk = Jobs("train_chunk", chunks, masks.scale(epochs), minutes, frozenset(uses), trainings=masks)
+        return {key: chunk, key + ("members",): Jobs("chunk_member", masks)}
+
+    def longest_chunk(self, model: str, epochs: float, masks: Span) -> Span:
+        """The GPU minutes of the longest job training these masks: a chunk of min(members, masks) of them."""
+        return Span(*(self.chunk_minutes(model, epochs, min(self.members, n)) for n in (masks.lo, masks.hi)))
 
     def pretrain(self, dataset: str, model: str, seed: int, iters: int) -> tuple[tuple, Jobs]:
         """The checkpoint a run starts from (@0, the initialisation, is made on the CPU)."""
@@ -226,10 +282,12 @@ class Costs:
         selected, one = self.selections(run), self.training("sparse_train", run.model, self.train["epochs"])
         jobs = {start_key: start, key + ("pai_mask",): pai, key + ("pags_search",): searching,
                 key + ("train_pai",): one,
-                key + ("train_selected",): self.training("sparse_train", run.model, self.train["epochs"], selected),
+                **self.mask_trainings(key + ("train_selected",), run.model, self.train["epochs"], selected),
                 key + ("pags_results",): Jobs("pags_results", exact(1))}
-        # the selections train in parallel after the search, which needs the mask, which needs the checkpoint
-        return Part(jobs, {key: start.gpu_minutes + pai.gpu_minutes + searching.gpu_minutes + one.gpu_minutes})
+        # the selections (their chunks) train in parallel after the search, which needs the mask, which needs the
+        # checkpoint; the PaI baseline's training (one mask) is never longer than the longest chunk
+        last = self.longest_chunk(run.model, self.train["epochs"], selected)
+        return Part(jobs, {key: start.gpu_minutes + pai.gpu_minutes + searching.gpu_minutes + last})
 
     def baseline_run(self, run: wf.Run) -> Part:
         key = dataclasses.astuple(run)
@@ -256,11 +314,10 @@ class Costs:
         key = ("itop", dataset, model, seed)
         start_key, start = self.pretrain(dataset, model, seed, 0)
         itop = self.training("itop", model, self.config["itop"]["epochs"])
-        one = self.training("sparse_train", model, self.train["epochs"])
         jobs = {start_key: start, key: itop,
-                key + ("tickets",): self.training("sparse_train", model, self.train["epochs"], exact(tickets)),
+                **self.mask_trainings(key + ("tickets",), model, self.train["epochs"], exact(tickets)),
                 ("figure", name): Jobs("figure", exact(1))}
-        return Part(jobs, {key: itop.gpu_minutes + one.gpu_minutes})
+        return Part(jobs, {key: itop.gpu_minutes + self.longest_chunk(model, self.train["epochs"], exact(tickets))})
 
     def table(self, name: str) -> Part:
         part = Part({("table", name): Jobs("table", exact(1))})
@@ -274,17 +331,26 @@ class Costs:
 @dataclasses.dataclass
 class Summary:
     jobs_per_rule: dict[str, Span]
-    trainings: Span
+    trainings: Span               # masks trained (a train_chunk job trains several)
     epochs: Span
     gpu_hours: Span
     wall_hours: Span
     uses: frozenset = frozenset()  # the cost values behind gpu_hours and wall_hours
 
+    @property
+    def slurm_jobs(self) -> Span:
+        """Jobs submitted to SLURM: those of every rule that is not local."""
+        return sum((n for rule, n in self.jobs_per_rule.items() if rule not in LOCAL_RULES), ZERO)
 
-def unmeasured(config: Mapping, uses: frozenset) -> list[tuple[str, str]]:
-    """The cost values among `uses` that `resources.measured` does not list, sorted."""
+
+def unmeasured(config: Mapping, uses: frozenset) -> list[tuple[str, str | None]]:
+    """The cost values among `uses` that `resources.measured` does not list, sorted (model None: a value for all
+    models, measured when `resources.measured.<key>` says where)."""
     measured = config["resources"].get("measured") or {}
-    return sorted((key, model) for key, model in uses if model not in (measured.get(key) or {}))
+
+    def known(key: str, model: str | None) -> bool:
+        return bool(measured.get(key)) if model is None else model in (measured.get(key) or {})
+    return sorted(((key, model) for key, model in uses if not known(key, model)), key=lambda u: (u[0], u[1] or ""))
 
 
 def summarise(part: Part, gpus: int) -> Summary:
@@ -295,8 +361,7 @@ def summarise(part: Part, gpus: int) -> Summary:
         per_rule[job.rule] = per_rule.get(job.rule, ZERO) + job.count
         minutes = minutes + job.gpu_minutes
         uses |= job.uses
-        if job.rule in TRAINING_RULES:
-            trainings, epochs = trainings + job.count, epochs + job.epochs
+        trainings, epochs = trainings + job.trainings, epochs + job.epochs
     chain = max((c.lo for c in part.chains.values()), default=0), max((c.hi for c in part.chains.values()), default=0)
     wall = Span(max(minutes.lo / gpus, chain[0]), max(minutes.hi / gpus, chain[1]))
     return Summary(per_rule, trainings, epochs, minutes.scale(1 / 60), wall.scale(1 / 60), frozenset(uses))
@@ -322,18 +387,49 @@ def span_text(span: Span, digits: int = 0) -> str:
     return one(span.lo) if one(span.lo) == one(span.hi) else f"{one(span.lo)}..{one(span.hi)}"
 
 
+def chunks_text(config: Mapping) -> str:
+    """How many masks one job trains, and how: the report's line on train.members and train.mode."""
+    costs = Costs(config)
+    if costs.members == 1:
+        return "Search selections and ITOP tickets: one job per mask (train.members 1)."
+    how = (f"at once, fused, x{costs.speedup:.2f} speed-up (resources.fused_speedup)" if costs.fused
+           else "one after another (train.mode sequential)")
+    return f"Search selections and ITOP tickets: up to {costs.members} masks per job (train.members), trained {how}."
+
+
+def wrap_items(items: list[str], width: int) -> list[str]:
+    """`items` joined by ", " into lines of at most `width` characters (longer only for an item that is), breaking
+    only between items."""
+    lines = [""]
+    for item in items:
+        joined = f"{lines[-1]}, {item}" if lines[-1] else item
+        if len(joined) + 1 > width and lines[-1]:  # + 1: the comma the line ends with
+            lines[-1] += ","
+            lines.append(item)
+        else:
+            lines[-1] = joined
+    return lines
+
+
 def report(summaries: dict[str, Summary], gpus: int, config: Mapping) -> str:
     rates = ", ".join(f"{m} {v} min" for m, v in config["resources"]["minutes_per_epoch"].items())
+    local = sorted(LOCAL_RULES & {rule for s in summaries.values() for rule in s.jobs_per_rule})
     lines = [f"Cost plan on {gpus} GPU(s); one training epoch takes {rates} (resources.minutes_per_epoch).",
+             chunks_text(config),
              "Ranges: each search selects 1..max snapshots, known only after it ran (exactly max for an ERK search "
-             "that keeps a layer dense, under the authors' snapshot rule).", ""]
-    header = f"{'':8} {'trainings':>13} {'epochs':>18} {'GPU-hours':>16} {'wall-clock h':>16}  jobs per rule"
-    lines.append(header)
+             "that keeps a layer dense, under the authors' snapshot rule).",
+             f"trainings and epochs count masks trained; slurm jobs: every job but those of local rules "
+             f"({', '.join(local)}).", ""]
+    columns = f"{'':8} {'trainings':>13} {'epochs':>18} {'GPU-hours':>16} {'wall-clock h':>16} {'slurm jobs':>12}  "
+    lines.append(columns + "jobs per rule")
     for name, s in summaries.items():
         mark = UNMEASURED_MARK if unmeasured(config, s.uses) else ""
-        rules = ", ".join(f"{rule} {span_text(count)}" for rule, count in sorted(s.jobs_per_rule.items()))
+        wrapped = wrap_items([f"{rule} {span_text(count)}" for rule, count in sorted(s.jobs_per_rule.items())],
+                             REPORT_WIDTH - len(columns))
         lines.append(f"{name:8} {span_text(s.trainings):>13} {span_text(s.epochs):>18} "
-                     f"{span_text(s.gpu_hours, 1) + mark:>16} {span_text(s.wall_hours, 1) + mark:>16}  {rules}")
+                     f"{span_text(s.gpu_hours, 1) + mark:>16} {span_text(s.wall_hours, 1) + mark:>16} "
+                     f"{span_text(s.slurm_jobs):>12}  {wrapped[0]}")
+        lines.extend(" " * len(columns) + more for more in wrapped[1:])
     return "\n".join(lines + unmeasured_notes(summaries, config))
 
 
@@ -344,11 +440,13 @@ def unmeasured_notes(summaries: dict[str, Summary], config: Mapping) -> list[str
         return []
     lines = ["", f"{UNMEASURED_MARK} rests on values nobody measured (not listed under resources.measured):"]
     for key, model in values:
-        value = config["resources"].get(key, {}).get(model)
+        value = config["resources"].get(key) if model is None else config["resources"].get(key, {}).get(model)
         shown = "not set, counted as 0" if value is None else f"{value}, not measured"
-        lines.append(f"  resources.{key}.{model} = {shown}; measure: {MEASURE[key].format(model=model)}")
+        name = key if model is None else f"{key}.{model}"
+        lines.append(f"  resources.{name} = {shown}; measure: {MEASURE[key].format(model=model)}")
+    fused = ', fused_speedup: "A100 40GB, fused_train.py"' if ("fused_speedup", None) in values else ""
     lines.append("  Put the measured value in resources and say where it was measured, e.g. resources.measured: "
-                 "{minutes_per_epoch: {resnet18: \"A100 40GB, train_step.py\"}}.")
+                 f"{{minutes_per_epoch: {{resnet18: \"A100 40GB, train_step.py\"}}{fused}}}.")
     return lines
 
 

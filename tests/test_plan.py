@@ -15,7 +15,8 @@ FIGURE = {"dataset": "cifar10", "model": "resnet18", "seed": 0}
 SMALL = {
     "grid": [{"dataset": "cifar10", "models": ["resnet18"], "densities": [0.25], "methods": ["snip", "erk"],
               "pretrain_iters": [0], "seeds": [0], "baselines": ["lth", "eb"]}],
-    "train": {"epochs": 10, "batch_size": 100},           # 500 steps per CIFAR epoch
+    "train": {"epochs": 10, "batch_size": 100,            # 500 steps per CIFAR epoch
+              "members": 1, "mode": "sequential"},         # a job per mask (config.yaml's 16 would chunk them)
     "pai": {"scoring_batches": 50},                        # SNIP's mask: 50/500 = 0.1 epoch
     "search": {"population": 20, "batches": 5, "snapshot_every": 5, "train_cap": 3,  # 1..3 selections
                "snapshot_rule": "changed",  # ERK at 0.25 keeps layers dense: the authors' rule would take exactly 3
@@ -71,10 +72,15 @@ def test_on_many_gpus_the_longest_chain_bounds_the_wall_clock(small):
 def test_the_cli_prints_every_table_and_the_total(small):
     result = subprocess.run([sys.executable, "-m", "fullspectrum.plan", "--configfile", str(small), "--gpus", "2"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    table, notes = result.stdout.split("\n\n")[1:]
-    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    head, table, notes = result.stdout.split("\n\n")
+    assert "one job per mask (train.members 1)" in head
+    rows = table_rows(table)
     assert set(rows) == {"table1", "table2", "table3", "fig1", "fig2", "total"}
     assert rows["total"][1:5] == ["13..17", "106..146", "1.8..2.5*", "0.9..1.3*"]  # * nobody measured the rates
+    # SLURM jobs: pretrain 1, pai_mask 2, pags_search 2, sparse_train 9..13, LTH 2 rounds, EB 1, ITOP 1; not the
+    # local pags_results, lth_summary, table, figure, prepare_data
+    assert rows["total"][5] == "18..22"
+    assert max(len(line) for line in table.splitlines()) <= plan.REPORT_WIDTH
     assert "resources.minutes_per_epoch.resnet18 = 1.0, not measured" in notes
     assert "benchmarks/train_step.py --device cuda --width 64 --model resnet18" in notes
     assert "resources.seconds_per_candidate.resnet18 = 6.0, not measured" in notes and "benchmarks/pags.py" in notes
@@ -89,10 +95,15 @@ def with_measured(small, tmp_path, measured: dict) -> dict:
     return plan.merged_config([str(path)])
 
 
+def table_rows(table: str) -> dict[str, list[str]]:
+    """The report's table by row name (its jobs per rule wrap onto indented lines, left out)."""
+    return {line.split()[0]: line.split() for line in table.splitlines()[1:] if not line.startswith(" ")}
+
+
 def marked_rows(config: dict) -> dict[str, bool]:
     text = plan.report(plan.plan(config, gpus=2), 2, config)
-    rows = [line.split() for line in text.split("\n\n")[1].splitlines()[1:]]
-    return {row[0]: row[3].endswith("*") and row[4].endswith("*") for row in rows}
+    rows = table_rows(text.split("\n\n")[1])
+    return {name: row[3].endswith("*") and row[4].endswith("*") for name, row in rows.items()}
 
 
 def test_only_the_costs_that_rest_on_an_unmeasured_value_are_marked(small, tmp_path):
@@ -167,3 +178,107 @@ def test_the_plans_shapes_and_erk_dense_layers_match_the_models(model):
             assert plan.erk_dense_layers(shapes, density) == dense
     assert plan.erk_dense_layers(plan.resnet_shapes(model, 64, 10), 0.01) == ["linear.weight"]
     assert plan.erk_dense_layers(plan.resnet_shapes(model, 64, 100), 0.01) == []
+
+
+# Many masks per job. The figure with itop.update_frequency 100: 1,000 ITOP steps, updates at 100..900, so 10 tickets
+# (steps 0, 100, ..., 900), 10 min each; the ITOP run itself 2 epochs = 2 min; pretraining @0 costs nothing.
+TEN_TICKETS = {"itop": {"update_frequency": 100}}
+
+
+def config_with(small, tmp_path, overlay: dict) -> dict:
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    return plan.merged_config([str(small), str(path)])
+
+
+def test_members_1_is_a_job_per_mask(small, tmp_path):
+    fig = plan.plan(config_with(small, tmp_path, {**TEN_TICKETS, "train": {"members": 1}}), gpus=1000)["fig1"]
+    assert fig.jobs_per_rule == {"pretrain": plan.exact(1), "itop": plan.exact(1), "sparse_train": plan.exact(10),
+                                 "figure": plan.exact(1)}
+    assert fig.trainings == plan.exact(11) and fig.epochs == plan.exact(102)
+    assert fig.gpu_hours == plan.exact(102 / 60)
+    assert fig.wall_hours == plan.exact(12 / 60)  # ITOP 2, then one ticket 10
+    assert fig.slurm_jobs == plan.exact(12)  # pretrain, itop, 10 sparse_train; the figure is local
+
+
+def test_members_4_trains_10_tickets_in_3_jobs(small, tmp_path):
+    config = config_with(small, tmp_path, {**TEN_TICKETS, "train": {"members": 4}})
+    fig = plan.plan(config, gpus=2)["fig1"]
+    assert fig.jobs_per_rule == {"pretrain": plan.exact(1), "itop": plan.exact(1), "train_chunk": plan.exact(3),
+                                 "chunk_member": plan.exact(10), "figure": plan.exact(1)}  # 4 + 4 + 2
+    assert fig.trainings == plan.exact(11) and fig.epochs == plan.exact(102)  # masks, not jobs
+    assert fig.gpu_hours == plan.exact(102 / 60)  # sequential: the same GPU time as a job per mask
+    assert fig.wall_hours == plan.exact(51 / 60)  # 102 min on 2 GPUs; the chain 2 + 40 is shorter
+    assert fig.slurm_jobs == plan.exact(5)  # pretrain, itop, 3 chunks; chunk_member and figure are local
+
+
+def test_fused_with_speedup_2_halves_the_chunks_gpu_minutes(small, tmp_path):
+    config = config_with(small, tmp_path, {**TEN_TICKETS, "train": {"members": 4, "mode": "fused"},
+                                           "resources": {"fused_speedup": 2.0}})
+    fig = plan.plan(config, gpus=1000)["fig1"]
+    assert fig.jobs_per_rule["train_chunk"] == plan.exact(3) and fig.trainings == plan.exact(11)
+    assert fig.epochs == plan.exact(102)  # epochs trained do not change
+    assert fig.gpu_hours == plan.exact((2 + 100 / 2) / 60)  # ITOP 2 + 10 tickets x 10 / 2
+    assert fig.wall_hours == plan.exact((2 + 4 * 10 / 2) / 60)  # ITOP, then the longest chunk: 4 tickets at once
+
+
+def test_the_chain_ends_with_the_longest_chunk(small, tmp_path):
+    """Members 4, each search selecting 1..3: its single chunk trains 1..3 masks, 10..30 min. SNIP's chain: mask 0.1
+    + search 2.2 + 10..30; ERK's 2.0 + 10..30; LTH's 8 + 10 = 18; the figure's ITOP 2 + 3 tickets in one chunk 30."""
+    out = plan.plan(config_with(small, tmp_path, {"train": {"members": 4}}), gpus=1000)
+    table, fig = out["table1"], out["fig1"]
+    assert table.jobs_per_rule["train_chunk"] == plan.exact(2)  # one per search
+    assert table.jobs_per_rule["chunk_member"] == plan.Span(2, 6)
+    assert table.jobs_per_rule["sparse_train"] == plan.exact(4)  # 2 PaI baselines, the LTH and EB tickets
+    assert table.trainings == plan.Span(9, 13) and table.epochs == plan.Span(74, 114)  # as with a job per mask
+    assert table.wall_hours.lo == pytest.approx(18 / 60) and table.wall_hours.hi == pytest.approx(32.3 / 60)
+    assert fig.wall_hours == plan.exact(32 / 60)
+    # pretrain 1, pai_mask 2, pags_search 2, train_chunk 2 + 1 (the tickets), sparse_train 4, LTH 1 + 1, EB 1, ITOP 1
+    assert out["total"].slurm_jobs == plan.exact(1 + 2 + 2 + 3 + 4 + 2 + 1 + 1)
+
+
+def test_chunk_minutes(small, tmp_path):
+    sequential = plan.Costs(config_with(small, tmp_path, {"train": {"members": 4}}))
+    assert sequential.chunk_minutes("resnet18", 10, 4) == 40  # 4 x 10 epochs x 1 min, one after another
+    assert sequential.chunk_minutes("resnet34", 10, 3) == 60  # 3 x 10 x 2 min
+    fused = plan.Costs(config_with(small, tmp_path, {"train": {"members": 4, "mode": "fused"},
+                                                     "resources": {"fused_speedup": 2.0}}))
+    assert fused.chunk_minutes("resnet18", 10, 4) == 20
+    assert fused.chunk_minutes("resnet34", 10, 3) == 30
+    assert fused.chunk_minutes("resnet18", 10, 1) == 10  # a chunk of one trains one model: no faster than alone
+    slower = plan.Costs(config_with(small, tmp_path, {"train": {"members": 4, "mode": "fused"},
+                                                      "resources": {"fused_speedup": 0.5}}))
+    assert slower.chunk_minutes("resnet18", 10, 4) == 80
+
+
+RATES_MEASURED = {"minutes_per_epoch": {"resnet18": "A100"}, "seconds_per_candidate": {"resnet18": "A100"}}
+
+
+def test_an_unmeasured_fused_speedup_marks_what_rests_on_it(small, tmp_path):
+    fused = {"train": {"members": 4, "mode": "fused"}, "resources": {"measured": RATES_MEASURED}}
+    config = config_with(small, tmp_path, fused)
+    assert all(marked_rows(config).values())  # every table and figure trains chunks
+    text = plan.report(plan.plan(config, gpus=2), 2, config)
+    assert "up to 4 masks per job (train.members), trained at once, fused, x1.00 speed-up" in text
+    notes = text.split("\n\n")[2]
+    assert "resources.fused_speedup = 1.0, not measured" in notes and "benchmarks/gpu_check.sh" in notes
+    assert "benchmarks/fused_train.py --device cuda --width 64" in notes
+    measured = config_with(small, tmp_path, {**fused, "resources": {
+        "measured": {**RATES_MEASURED, "fused_speedup": "H100 80GB, benchmarks/fused_train.py"}}})
+    assert not any(marked_rows(measured).values())
+    for other in ({"train": {"members": 4, "mode": "sequential"}}, {"train": {"members": 1, "mode": "fused"}}):
+        config = config_with(small, tmp_path, {**other, "resources": {"measured": RATES_MEASURED}})
+        assert not any(marked_rows(config).values())  # the speed-up is used only by fused chunks
+    text = plan.report(plan.plan(config, gpus=2), 2, config)
+    assert "one job per mask (train.members 1)" in text and "fused_speedup" not in text
+
+
+def test_the_schema_accepts_where_fused_speedup_was_measured():
+    import jsonschema
+    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["resources"]["measured"] = {"fused_speedup": "H100 80GB, benchmarks/fused_train.py"}
+    jsonschema.validate(config, schema)
+    config["resources"]["measured"] = {"fused_speedup": 2.0}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, schema)
