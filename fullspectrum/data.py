@@ -127,10 +127,13 @@ def load_prepared(path: str | os.PathLike) -> dict:
     return tensors
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int | None = None,
+                     channels_last: bool = False) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip of a whole batch at once, on its own device.
 
     The padding defaults to an eighth of the side: CIFAR's standard 4 pixels at 32x32, the same shift at 16x16.
+    The crop is gathered channels-last; with `channels_last` it is returned so (the CUDA models' layout), not
+    copied to NCHW and back.
     """
     batch, _, height, width = x.shape
     padding = height // 8 if padding is None else padding
@@ -142,6 +145,8 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int |
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     batch_index = torch.arange(batch, device=x.device)[:, None, None]
     cropped = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    if channels_last:
+        return cropped.permute(0, 3, 1, 2)  # a view with channels-last strides
     return cropped.permute(0, 3, 1, 2).contiguous()  # channels-last strides crash CPU conv backward on odd batches
 
 
@@ -165,6 +170,14 @@ class DeviceData:
     def train_size(self) -> int:
         return len(self.train_y)
 
+    @property
+    def channels_last(self) -> bool:
+        """Batches in the channels-last layout the models use on CUDA (on the CPU, NCHW)."""
+        return self.device.type == "cuda"
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self._mean) / self._std
 
@@ -176,12 +189,15 @@ class DeviceData:
     def train_batch(self, indices: torch.Tensor, generator: torch.Generator | None, augment: bool = True):
         x = self.train_x[indices]
         if augment:
-            x = random_crop_flip(x, generator)
-        return self.normalise(x), self.train_y[indices]
+            x = random_crop_flip(x, generator, channels_last=self.channels_last)
+        return self._layout(self.normalise(x)), self.train_y[indices]
 
     def test_batches(self, batch_size: int = 512):
+        """The test set in batches, normalised (and laid out) once and kept: every evaluation reads the same."""
+        if getattr(self, "_test_ready", None) is None:
+            self._test_ready = self._layout(self.normalise(self.test_x))
         for start in range(0, len(self.test_y), batch_size):
-            yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+            yield self._test_ready[start:start + batch_size], self.test_y[start:start + batch_size]
 
     def scoring_batches(self, count: int | str, batch_size: int, seed: int, augment: bool) -> list:
         """Scoring data for PaI masks and search candidates: `count` random mini-batches, or with `count="all"`

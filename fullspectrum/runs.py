@@ -48,7 +48,8 @@ def pretrain(*, model: str, width: int, dataset: str, data: DeviceData, iters: i
 
 
 def train_mask(*, weights: str | Path, mask: str | Path, data: DeviceData, cfg: TrainConfig, seed: int,
-               out: str | Path, config_used: dict | None = None, progress: bool = True) -> dict:
+               out: str | Path, config_used: dict | None = None, progress: bool = True,
+               desc: str | None = None) -> dict:
     """Train the mask in `mask` from the weights in `weights`; write metrics.json (final- and best-epoch accuracy)."""
     started = time.perf_counter()
     net, weights_meta = load_weights(weights)
@@ -56,18 +57,23 @@ def train_mask(*, weights: str | Path, mask: str | Path, data: DeviceData, cfg: 
     checkpoint = Path(out).with_name(".train_state.pt")
     trainer = Trainer(net, data, cfg, seed=seed, masks=masks, checkpoint=checkpoint,
                       identity={"weights": str(weights), "mask": str(mask), "mask_meta": repr(mask_meta)},
-                      progress=progress, desc=f"train {Path(mask).parent}")
+                      progress=progress, desc=desc or f"train {Path(mask).parent}")
     metrics = trainer.fit()
-    metrics.update({
-        "mask": str(mask), "weights": str(weights), "method": mask_meta.get("method"),
-        "target_density": mask_meta.get("target_density"), "mask_meta": _plain(mask_meta),
-        "weights_iters": weights_meta.get("iters"),
-        "provenance": provenance(config=config_used, device=metrics["device"],
-                                 wall_seconds=time.perf_counter() - started),
-    })
-    write_json(metrics, out)
+    record = mask_record(metrics, weights=weights, mask=mask, weights_meta=weights_meta, mask_meta=mask_meta,
+                         config_used=config_used, wall_seconds=time.perf_counter() - started)
+    write_json(record, out)
     checkpoint.unlink(missing_ok=True)
-    return metrics
+    return record
+
+
+def mask_record(metrics: dict, *, weights: str | Path, mask: str | Path, weights_meta: dict, mask_meta: dict,
+                config_used: dict | None, wall_seconds: float) -> dict:
+    """A trained mask's metrics.json: the trainer's metrics, what was trained, and provenance."""
+    return {**metrics,
+            "mask": str(mask), "weights": str(weights), "method": mask_meta.get("method"),
+            "target_density": mask_meta.get("target_density"), "mask_meta": _plain(mask_meta),
+            "weights_iters": weights_meta.get("iters"),
+            "provenance": provenance(config=config_used, device=metrics["device"], wall_seconds=wall_seconds)}
 
 
 def _plain(meta: dict) -> dict:

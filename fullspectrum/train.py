@@ -1,9 +1,11 @@
 """The one training loop behind dense pretraining and every sparse run (PaI, PAGS/PEGS, LTH, EB, ITOP tickets).
 
 Masked SGD: after every optimiser step, weights and momentum buffers of all prunable layers are multiplied by
-their masks in one fused `_foreach_mul_`. State (model, optimiser, RNG, masks, callbacks, epoch,
-step) is checkpointed atomically every epoch and on SIGTERM/SIGUSR1, so a killed or preempted run resumes
-where it stopped and ends with the same bits as an uninterrupted one (on the CPU).
+their masks in one fused `_foreach_mul_`. State (model, optimiser, RNG, masks, callbacks, epoch, step) is written
+atomically at the first epoch end `checkpoint_minutes` after the last write (0: every epoch) and on
+SIGTERM/SIGUSR1, so a killed or preempted run resumes where it stopped and ends with the same bits as an
+uninterrupted one (on the CPU). Writing by time, not by epoch, is what keeps a 250-epoch CIFAR run from writing
+250 full checkpoints to a cluster's shared file system.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class TrainConfig:
     augment: bool = True
     compile: bool = False
     eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
+    # When state is written (see the module docstring); not part of a run's identity: changing it keeps a resume.
+    checkpoint_minutes: float = dataclasses.field(default=0.0, metadata={"identity": False})
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "multistep", "constant"):
@@ -69,8 +73,12 @@ class TrainConfig:
             merged["milestones"] = tuple(merged["milestones"])
         return cls(**merged)
 
+    def identity(self) -> dict:
+        """The settings that make a run's results what they are."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity", True)}
+
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Callback:
@@ -144,9 +152,13 @@ class Trainer:
         self.data, self.cfg, self.seed = data, cfg, seed
         self.callbacks = list(callbacks)
         self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.checkpoint_seconds = 60.0 * cfg.checkpoint_minutes
+        self._last_write = time.monotonic()
+        self.checkpoint_bytes = 0  # written over the whole run, resumes included
+        self.checkpoints_written = 0
         # What makes a checkpoint this run's: settings, seed, device, and the content of the starting weights and
         # masks (a mask file rewritten with other contents at the same path must not be resumed).
-        self.identity = {"train": dataclasses.asdict(cfg), "seed": seed, "device": self.device.type,
+        self.identity = {"train": cfg.identity(), "seed": seed, "device": self.device.type,
                          "initial_state": fingerprint(model.state_dict()), "masks": fingerprint(masks),
                          **(identity or {})}
         self.progress, self.desc = progress, desc
@@ -201,17 +213,32 @@ class Trainer:
             "aug_rng": self.aug_generator.get_state(),
             "epoch": self.epoch, "step": self.step, "stopped": self.stopped, "history": json.dumps(self.history),
             "train_seconds": self.train_seconds, "images_seen": self.images_seen,
+            "checkpoint_bytes": self.checkpoint_bytes, "checkpoints_written": self.checkpoints_written,
             "masks": {k: v.cpu() for k, v in self.masks.items()} if self.masks is not None else None,
             "epoch_losses": torch.stack(self.epoch_losses).cpu() if self.epoch_losses else torch.zeros(0),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "extra": self.extra_state(),
         }
         if self.cuda:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
+    def extra_state(self) -> dict:
+        """What a subclass adds to the checkpoint."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
     def save_checkpoint(self) -> None:
         if self.checkpoint is not None:
             save_torch(self.state_dict(), self.checkpoint)
+            self.checkpoint_bytes += self.checkpoint.stat().st_size
+            self.checkpoints_written += 1
+        self._last_write = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self._last_write >= self.checkpoint_seconds
 
     def try_resume(self) -> bool:
         """Resume from the checkpoint if it exists and was made by this same run; otherwise start over."""
@@ -242,8 +269,12 @@ class Trainer:
         self.history = json.loads(state["history"])
         self.epoch_losses = list(state.get("epoch_losses", torch.zeros(0)).to(self.device).unbind())
         self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
+        # the counts before this checkpoint was written, plus the checkpoint itself
+        self.checkpoint_bytes = state.get("checkpoint_bytes", 0) + self.checkpoint.stat().st_size
+        self.checkpoints_written = state.get("checkpoints_written", 0) + 1
         for callback, cb_state in zip(self.callbacks, state["callbacks"]):
             callback.load_state_dict(cb_state)
+        self.load_extra_state(state.get("extra", {}))
         self.resumed_from = {"epoch": self.epoch, "step": self.step}
         log.info("resumed from %s at epoch %d, step %d", self.checkpoint, self.epoch, self.step)
         return True
@@ -256,24 +287,26 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
+        """Test accuracy in percent (a fused trainer: one per member)."""
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for x, y in self.data.test_batches():
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 correct += (self.forward(x).argmax(1) == y).sum()
         return 100.0 * int(correct) / len(self.data.test_y)
 
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what backward runs on, what the epoch's loss records); one and the same for a single model."""
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        return loss, loss
+
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.cfg.label_smoothing)
+            loss, recorded = self._loss(self.forward(x), y)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step(self.lr)
-        return loss.detach()
+        return recorded.detach()
 
     def _check_losses(self, losses: list[torch.Tensor], first_step: int) -> float:
         if not losses:
@@ -329,15 +362,20 @@ class Trainer:
                 test_acc = self.evaluate() if evaluate else None
                 self.history.append({"epoch": self.epoch + 1, "step": self.step, "train_loss": train_loss,
                                      "test_acc": test_acc, "lr": self.lr})
-                bar.set_postfix(loss=f"{train_loss:.3f}", acc="-" if test_acc is None else f"{test_acc:.1f}")
+                bar.set_postfix(self._postfix(train_loss, test_acc))
                 self.epoch += 1
                 for callback in self.callbacks:
                     self.stopped = callback.on_epoch_end(self, self.epoch, test_acc) or self.stopped
                 if self.stopped and test_acc is None:
                     self.history[-1]["test_acc"] = self.evaluate()
-                self.save_checkpoint()
+                if self._checkpoint_due() or self.step >= self.total_steps or self.stopped:
+                    self.save_checkpoint()  # the end's too: a crash before the caller writes its outputs costs nothing
         bar.close()
         return self.metrics()
+
+    @staticmethod
+    def _postfix(train_loss: float, test_acc: float | None) -> dict:
+        return {"loss": f"{train_loss:.3f}", "acc": "-" if test_acc is None else f"{test_acc:.1f}"}
 
     def metrics(self) -> dict:
         evaluated = [h for h in self.history if h["test_acc"] is not None]
@@ -351,6 +389,7 @@ class Trainer:
             "density": density(self.masks) if self.masks is not None else 1.0,
             "train_seconds": self.train_seconds,
             "images_per_second": self.images_seen / self.train_seconds if self.train_seconds else None,
+            "checkpoint_bytes": self.checkpoint_bytes, "checkpoints_written": self.checkpoints_written,
             "device": describe_device(self.device),
             "resumed_from": self.resumed_from,
         }

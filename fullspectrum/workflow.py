@@ -279,6 +279,42 @@ def itop_snapshot_dirs(config: Mapping, dataset: str, model: str, seed: int) -> 
     return [f"{base}/snap{k}" for k in range(itop_snapshot_count(config, dataset))]
 
 
+# ----- many masks per job (fullspectrum.chunk; rules/train.smk: train_chunk, chunk_member) -----------------
+# A group is what one search hands to training ({run}/pags: select{k}, control{k}, equal{k}) or one ITOP run's
+# tickets ({itop run}/snap{k}); its members, in order, are trained in chunks of `train.members` by one job each.
+CHUNK_GROUP = r".+/pags|.+/itop/pre\d+/s\d+"
+CHUNK_MEMBER = r".+/pags/(?:select|control|equal)\d+|.+/itop/pre\d+/s\d+/snap\d+"
+
+
+def chunked(config: Mapping) -> bool:
+    """Whether groups train in chunks (train.members > 1); otherwise every mask is a job of its own."""
+    return config["train"].get("members", 1) > 1
+
+
+def is_chunk_member(mask_dir: str) -> bool:
+    return re.fullmatch(CHUNK_MEMBER, mask_dir.rstrip("/")) is not None
+
+
+def chunk_dir(group: str, k: int) -> str:
+    """The folder chunk k of a group is trained into (each member's files, and chunk.json)."""
+    return f"{group}/train/chunk{k}"
+
+
+def chunk_of(member_dirs: list[str], mask_dir: str, members: int) -> str:
+    """The chunk folder that trains `mask_dir`, one of its group's `member_dirs` (in order)."""
+    group, _ = os.path.split(mask_dir.rstrip("/"))
+    return chunk_dir(group, member_dirs.index(mask_dir.rstrip("/")) // members)
+
+
+def chunk_members(member_dirs: list[str], k: int, members: int) -> list[str]:
+    """The mask directories chunk k of a group trains: the group's members k*members .. (k+1)*members - 1."""
+    chunk = member_dirs[k * members:(k + 1) * members]
+    if not chunk:
+        raise ConfigError(f"chunk {k} of {len(member_dirs)} masks in chunks of {members} is empty; ask for one of "
+                          f"chunk0..chunk{math.ceil(len(member_dirs) / members) - 1}")
+    return chunk
+
+
 # Baselines (fullspectrum.baselines, rules/baselines.smk): where an LTH or EB run keeps what the tables read.
 BASELINE_METHODS = ("lth", "eb")
 

@@ -101,25 +101,33 @@ def run_weights(wildcards):
 
 
 # Any mask directory: its mask, and where its weights, data and runtime come from.
-def mask_file(wildcards):
+def member_mask(mask_dir):
     """The mask a mask directory trains: its own mask.pt, or a search's mask read in place from the search's
     output (wf.search_mask_file)."""
-    return wf.search_mask_file(wildcards.maskdir) or f"{wildcards.maskdir}/mask.pt"
+    return wf.search_mask_file(mask_dir) or f"{mask_dir}/mask.pt"
+
+
+def member_mask_input(mask_dir):
+    """What a mask directory's training waits for: its mask.pt, or the whole output directory of the search
+    (the checkpoint) that holds its mask."""
+    in_search = wf.search_mask_file(mask_dir)
+    return os.path.dirname(in_search) if in_search else f"{mask_dir}/mask.pt"
+
+
+def mask_file(wildcards):
+    return member_mask(wildcards.maskdir)
 
 
 def mask_input(wildcards):
-    """What a mask directory's training waits for: its mask.pt, or the whole output directory of the search
-    (the checkpoint) that holds its mask."""
-    in_search = wf.search_mask_file(wildcards.maskdir)
-    return os.path.dirname(in_search) if in_search else f"{wildcards.maskdir}/mask.pt"
+    return member_mask_input(wildcards.maskdir)
 
 
 def mask_start_weights(wildcards):
     return wf.start_weights(wildcards.maskdir)
 
 
-def mask_data(wildcards):
-    parts = wf.parse_mask_dir(wildcards.maskdir)
+def mask_data(mask_dir):
+    parts = wf.parse_mask_dir(mask_dir)
     return wf.run_data_path(config, parts["dataset"], parts["seed"])
 
 
@@ -144,6 +152,51 @@ def selected_mask_dirs(run):
 
 def selected_results(wildcards):
     return mask_results(selected_mask_dirs(run_of(wildcards)))
+
+
+# Many masks per job (train.members > 1): a group's members (a search's selections, an ITOP run's tickets) are
+# trained in chunks by train_chunk; chunk_member copies each member's files into its own mask directory.
+CHUNKED = wf.chunked(config)
+MEMBERS = TRAIN["members"]
+
+
+def group_member_dirs(group):
+    """A group's mask directories in training order (a search's: evaluates the search checkpoint)."""
+    if group.endswith("/pags"):
+        parts = wf.parse_mask_dir(group)
+        return selected_mask_dirs(wf.Run(parts["dataset"], parts["model"], float(parts["density"]), parts["method"],
+                                         parts["iters"], parts["seed"]))
+    parts = wf.parse_mask_dir(f"{group}/snap0")
+    return wf.itop_snapshot_dirs(config, parts["dataset"], parts["model"], parts["seed"])
+
+
+def chunk_member_dirs(wildcards):
+    return wf.chunk_members(group_member_dirs(wildcards.group), int(wildcards.k), MEMBERS)
+
+
+def chunk_inputs(wildcards):
+    dirs = chunk_member_dirs(wildcards)
+    return {"masks": wf.unique(member_mask_input(d) for d in dirs),
+            "weights": wf.unique(wf.start_weights(d) for d in dirs),
+            "data": mask_data(wildcards.group + "/x")}
+
+
+def chunk_members_json(wildcards):
+    """The chunk's members for the script: name, mask file, starting weights."""
+    return as_json([{"name": os.path.basename(d), "mask": member_mask(d), "weights": wf.start_weights(d)}
+                    for d in chunk_member_dirs(wildcards)])
+
+
+def chunk_minutes(wildcards):
+    """A chunk's time limit: its members' training (COSTS.chunk_minutes), + 10 minutes."""
+    model = wf.parse_mask_dir(wildcards.group + "/x")["model"]
+    return int(COSTS.chunk_minutes(model, TRAIN["epochs"], len(chunk_member_dirs(wildcards)))) + 10
+
+
+def member_chunk(wildcards):
+    """The chunk folder that trains a member's mask."""
+    group = os.path.dirname(wildcards.maskdir)
+    return wf.chunk_of(group_member_dirs(group), wildcards.maskdir, MEMBERS)
 
 
 # Tables and baselines.
