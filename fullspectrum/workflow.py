@@ -53,10 +53,9 @@ def density_str(density: float) -> str:
     return repr(float(density))
 
 
-MASK_DIR = re.compile(
-    r"^(?P<results>.+)/(?P<dataset>[^/]+)/(?P<model>[^/]+)/d(?P<density>[0-9.e-]+)/(?P<method>[^/]+)/"
-    r"pre(?P<iters>\d+)/s(?P<seed>\d+)/(?P<leaf>.+)$"
-)
+_RUN_DIR = (r"^(?P<results>.+)/(?P<dataset>[^/]+)/(?P<model>[^/]+)/d(?P<density>[0-9.e-]+)/(?P<method>[^/]+)/"
+            r"pre(?P<iters>\d+)/s(?P<seed>\d+)")
+MASK_DIR = re.compile(_RUN_DIR + r"/(?P<leaf>.+)$")
 
 
 def parse_mask_dir(path: str) -> dict:
@@ -291,8 +290,16 @@ def chunked(config: Mapping) -> bool:
     return config["train"].get("members", 1) > 1
 
 
-def is_chunk_member(mask_dir: str) -> bool:
-    return re.fullmatch(CHUNK_MEMBER, mask_dir.rstrip("/")) is not None
+def parse_group(group: str) -> dict:
+    """A group's run identity (results, dataset, model, density, method, iters, seed) and its kind: "search" (a
+    run's pags/) or "itop" (an ITOP run's tickets)."""
+    match = re.match(_RUN_DIR + r"(?P<search>/pags)?$", group.rstrip("/"))
+    if not match or not re.fullmatch(CHUNK_GROUP, group.rstrip("/")):
+        raise ValueError(f"{group!r} is not a group of masks trained in chunks (a run's pags/ or an ITOP run)")
+    parts = match.groupdict()
+    parts["kind"] = "search" if parts.pop("search") else "itop"
+    parts["iters"], parts["seed"] = int(parts["iters"]), int(parts["seed"])
+    return parts
 
 
 def chunk_dir(group: str, k: int) -> str:

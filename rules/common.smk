@@ -162,11 +162,10 @@ MEMBERS = TRAIN["members"]
 
 def group_member_dirs(group):
     """A group's mask directories in training order (a search's: evaluates the search checkpoint)."""
-    if group.endswith("/pags"):
-        parts = wf.parse_mask_dir(group)
+    parts = wf.parse_group(group)
+    if parts["kind"] == "search":
         return selected_mask_dirs(wf.Run(parts["dataset"], parts["model"], float(parts["density"]), parts["method"],
                                          parts["iters"], parts["seed"]))
-    parts = wf.parse_mask_dir(f"{group}/snap0")
     return wf.itop_snapshot_dirs(config, parts["dataset"], parts["model"], parts["seed"])
 
 
@@ -178,7 +177,7 @@ def chunk_inputs(wildcards):
     dirs = chunk_member_dirs(wildcards)
     return {"masks": wf.unique(member_mask_input(d) for d in dirs),
             "weights": wf.unique(wf.start_weights(d) for d in dirs),
-            "data": mask_data(wildcards.group + "/x")}
+            "data": mask_data(dirs[0])}
 
 
 def chunk_members_json(wildcards):
@@ -189,8 +188,12 @@ def chunk_members_json(wildcards):
 
 def chunk_minutes(wildcards):
     """A chunk's time limit: its members' training (COSTS.chunk_minutes), + 10 minutes."""
-    model = wf.parse_mask_dir(wildcards.group + "/x")["model"]
+    model = wf.parse_group(wildcards.group)["model"]
     return int(COSTS.chunk_minutes(model, TRAIN["epochs"], len(chunk_member_dirs(wildcards)))) + 10
+
+
+def chunk_seed(wildcards):
+    return wf.parse_group(wildcards.group)["seed"]
 
 
 def member_chunk(wildcards):

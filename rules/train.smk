@@ -58,7 +58,7 @@ if CHUNKED:
             k=r"\d+",
         params:
             members=chunk_members_json,
-            seed=lambda wildcards: wf.parse_mask_dir(wildcards.group + "/x")["seed"],
+            seed=chunk_seed,
             train=as_json(TRAIN),
             device=DEVICE,
             code=code("train_chunk"),

@@ -52,9 +52,25 @@ def test_named_target_table2_plans_only_table2s_jobs():
 def test_named_target_fig1_plans_only_figure1s_jobs():
     counts = job_counts(run_snakemake(["fig1", "-n", "--quiet", "rules"]).stdout)
     assert counts["itop"] == 1 and counts["figure"] == 1 and counts["pretrain"] == 1
-    # 250 epochs of ceil(50000 / 128) = 391 steps, an update every 1500: 65 updates, each a snapshot, plus step 0
-    assert counts["sparse_train"] == 66
+    # 250 epochs of ceil(50000 / 128) = 391 steps, an update every 1500: 65 updates, each a snapshot, plus step 0;
+    # trained 16 to a job (train.members): ceil(66 / 16) = 5 jobs, then each ticket's files copied locally
+    assert counts["train_chunk"] == 5 and counts["chunk_member"] == 66 and "sparse_train" not in counts
     assert "pags_search" not in counts and "table" not in counts
+
+
+def test_one_job_per_mask_plans_the_same_metrics_files_as_chunks(tmp_path):
+    """The dry run's metrics.json files are the same with chunks (train.members 16) and without (members 1)."""
+    overlay = tmp_path / "members1.yaml"
+    overlay.write_text("train: {members: 1}\n")
+
+    def planned(*extra):
+        output = run_snakemake(["fig1", "-n", "--printshellcmds", *extra]).stdout
+        return sorted(set(re.findall(r"(results/\S+/metrics\.json)", output))), job_counts(output)
+
+    (chunked, chunk_counts), (single, single_counts) = planned(), planned("--configfile", "config.yaml", str(overlay))
+    assert len(chunked) == 66 and chunked == single
+    assert single_counts["sparse_train"] == 66 and "train_chunk" not in single_counts
+    assert chunk_counts["train_chunk"] == 5
 
 
 @pytest.fixture(scope="module")
