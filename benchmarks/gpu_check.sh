@@ -7,6 +7,9 @@
 #   2. the training step on CUDA: masked vs dense, the engine vs a plain PyTorch loop (ratio), and the
 #      minutes_per_epoch of ResNet18 and ResNet34 at the paper's width for config resources.minutes_per_epoch;
 #   3. the graph metrics and a PAGS candidate on CUDA;
+#   3b. K masked ResNet18s and ResNet34s (width 64, batch 128, bf16, channels-last, ERK 0.01) trained one after
+#      another vs fused into one model (benchmarks/fused_train.py), for config train.members / mode and
+#      resources.fused_speedup;
 #   4. a short CIFAR-shaped run of the workflow with device cuda (config/gpu_check.yaml, target table1) on a
 #      synthetic CIFAR-10 tree, every GPU job on its own GPU;
 #
@@ -56,6 +59,9 @@ step train18 "$PY" benchmarks/train_step.py --device cuda --width 64 --steps 20 
 step train34 "$PY" benchmarks/train_step.py --device cuda --width 64 --steps 20 --rounds 3 --model resnet34
 step graph "$PY" benchmarks/graph_metrics.py --device cuda --repeats 3
 step pags "$PY" benchmarks/pags.py --device cuda --population 4
+step fused18 "$PY" benchmarks/fused_train.py --device cuda --width 64 --batch 128 --bf16 --steps 5 --rounds 3
+step fused34 "$PY" benchmarks/fused_train.py --device cuda --width 64 --batch 128 --bf16 --steps 5 --rounds 3 \
+    --model resnet34 --no-vmap
 step data "$PY" benchmarks/synthetic_cifar.py --root results/gpu_check/data --train 5000 --test 1000
 step workflow env PATH="$BIN:$PATH" "$BIN/snakemake" table1 --configfile config/gpu_check.yaml --cores all \
     --resources "gpu=$((gpus > 0 ? gpus : 1))"
@@ -76,6 +82,7 @@ cat <<EOF
 | minutes_per_epoch (CIFAR, 50,000 images): resnet18 / resnet34 | $(field train18 "minutes_per_epoch" ': ([0-9.]+) .*') / $(field train34 "minutes_per_epoch" ': ([0-9.]+) .*') | \`benchmarks/train_step.py --device cuda --width 64 [--model resnet34]\` |
 | graph metrics, ResNet18 width 64, ERK 0.05, on CUDA | $(field graph "model_metrics   :" ': *([0-9.]+ s) wall.*') vs $(field graph "straightforward :" ': *([0-9.]+ s) wall.*') for eigsh on the CPU; $(field graph "agreement" 'difference (.*) over.*') apart | \`benchmarks/graph_metrics.py --device cuda\` |
 | PAGS candidate, ResNet18 width 64, SNIP: scoring / everything else | $(field pags "PaI scoring per candidate" 'candidate +([0-9.]+ s).*') / $(field pags "everything else per candidate" 'candidate +([0-9.]+ s).*') | \`benchmarks/pags.py --device cuda\` |
+| K fused vs K in turn, ResNet18 / ResNet34 width 64, bf16 | $(field fused18 "suggested" 'suggested (.*)') / $(field fused34 "suggested" 'suggested (.*)') | \`benchmarks/fused_train.py --device cuda --width 64 --bf16 [--model resnet34]\` (tables in $LOGS/fused18.log, fused34.log) |
 | workflow \`table1\` of config/gpu_check.yaml, synthetic CIFAR-10, device cuda, $gpus GPU(s) | $jobs jobs in ${workflow_seconds} s; trained on ${devices_used:-?} | \`snakemake table1 --configfile config/gpu_check.yaml\` |
 | the whole check | $SECONDS s | \`bash benchmarks/gpu_check.sh\` |
 EOF

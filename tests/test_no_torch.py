@@ -9,7 +9,8 @@ ANALYSIS_MODULES = ("fullspectrum.analysis.tables", "fullspectrum.analysis.figur
                     "fullspectrum.analysis.stats", "fullspectrum.analysis.readout",
                     "fullspectrum.summary", "fullspectrum.plan", "fullspectrum.workflow", "fullspectrum.code_version",
                     "workflow_scripts.make_table", "workflow_scripts.figure", "workflow_scripts.collect_results",
-                    "fullspectrum.analysis.study", "workflow_scripts.study")
+                    "fullspectrum.analysis.study", "workflow_scripts.study", "fullspectrum.chunk_files",
+                    "workflow_scripts.chunk_member")
 
 
 def test_the_analysis_modules_import_with_torch_unavailable():
