@@ -1,7 +1,7 @@
 """K masked models trained at once: one fused model (fullspectrum.fused) vs K models in turn vs torch.func vmap.
 
     python benchmarks/fused_train.py                                     # CPU: width 8, K = 1, 2, 4, 8, 16
-    python benchmarks/fused_train.py --width 64 --members 1,2,4 --steps 2 --batch 32 --no-vmap   # CPU, paper width
+    python benchmarks/fused_train.py --width 64 --members 1,2,4 --steps 2 --batch 32 --threads 1  # CPU, paper width
     python benchmarks/fused_train.py --device cuda --width 64 --bf16 --steps 20                  # GPU
 
 Each variant does one masked SGD step (ERK masks, Nesterov, weight decay) of K members on the same batch:
@@ -164,7 +164,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     parser.add_argument("--no-vmap", dest="vmap", action="store_false", help="skip the torch.func vmap variant")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default torch's; 1 is steadier on cores shared with other work)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
