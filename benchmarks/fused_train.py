@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from fullspectrum import models, pruning
 from fullspectrum.fused import fuse_masks, fuse_models, member_losses
-from fullspectrum.masks import prunable_parameters
 from fullspectrum.sgd import MaskedSGD
 
 LR = 0.1
