@@ -7,7 +7,8 @@
 # from empty results with this checkout's .venv, one after the other (never at once: two cores). Prints the
 # workflow seconds, the metrics.json files written, seconds per trained mask and the ratio new/old. With
 # --also-members-1, NEW runs once more with train.members 1 (a job per mask), and its tables are compared with
-# the chunked run's byte for byte.
+# the chunked run's byte for byte. NEW_CONFIG=file.yaml lays a config over NEW's runs (the old commit's grid,
+# say, when the embedded default's grid changed between the two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=${1:?usage: workflow_per_mask.sh OLD_COMMIT [NEW_COMMIT] [--also-members-1]}
@@ -33,14 +34,14 @@ cleanup_worktrees() { for d in "$WORK"/*/; do git worktree remove --force "$d" 2
 trap 'cleanup_worktrees; rm -rf "$WORK"' EXIT
 
 read -r old_s old_n < <(run old "$OLD")
-read -r new_s new_n < <(run new "$NEW")
+read -r new_s new_n < <(run new "$NEW" "${NEW_CONFIG:-}")
 printf '| commit | workflow s | metrics.json | s per mask |\n|---|---|---|---|\n'
 printf '| %s (old) | %d | %d | %.2f |\n' "$(git rev-parse --short "$OLD")" "$old_s" "$old_n" "$(echo "$old_s / $old_n" | bc -l)"
 printf '| %s (new) | %d | %d | %.2f |\n' "$(git rev-parse --short "$NEW")" "$new_s" "$new_n" "$(echo "$new_s / $new_n" | bc -l)"
 printf 'time per trained mask, new / old: %.2f\n' "$(echo "($new_s / $new_n) / ($old_s / $old_n)" | bc -l)"
 if [ "$ALSO" = "--also-members-1" ]; then
     echo "train: {members: 1}" >"$WORK/members1.yaml"
-    read -r one_s one_n < <(run single "$NEW" "$WORK/members1.yaml")
+    read -r one_s one_n < <(run single "$NEW" "${NEW_CONFIG:-} $WORK/members1.yaml")
     printf '| %s, members 1 | %d | %d | %.2f |\n' "$(git rev-parse --short "$NEW")" "$one_s" "$one_n" \
         "$(echo "$one_s / $one_n" | bc -l)"
     for table in "$WORK"/new/results/embedded/tables/*.csv; do
