@@ -279,14 +279,18 @@ class Costs:
                    uses=self.epoch_rate(run.model, scoring))
         searching = Jobs("pags_search", exact(1), gpu_minutes=exact(self.search_minutes(run)),
                          uses=self.search_uses(run))
-        selected, one = self.selections(run), self.training("sparse_train", run.model, self.train["epochs"])
-        jobs = {start_key: start, key + ("pai_mask",): pai, key + ("pags_search",): searching,
-                key + ("train_pai",): one,
-                **self.mask_trainings(key + ("train_selected",), run.model, self.train["epochs"], selected),
+        selected, epochs = self.selections(run), self.train["epochs"]
+        if self.members == 1:  # the PaI baseline trains as soon as its mask exists, the selections after the search
+            trainings = {key + ("train_pai",): self.training("sparse_train", run.model, epochs),
+                         **self.mask_trainings(key + ("train_selected",), run.model, epochs, selected)}
+        else:  # the PaI baseline joins its search's chunks (same weights, same seed)
+            selected = selected + exact(1)
+            trainings = self.mask_trainings(key + ("train_selected",), run.model, epochs, selected)
+        jobs = {start_key: start, key + ("pai_mask",): pai, key + ("pags_search",): searching, **trainings,
                 key + ("pags_results",): Jobs("pags_results", exact(1))}
-        # the selections (their chunks) train in parallel after the search, which needs the mask, which needs the
-        # checkpoint; the PaI baseline's training (one mask) is never longer than the longest chunk
-        last = self.longest_chunk(run.model, self.train["epochs"], selected)
+        # the trainings (their chunks) run in parallel after the search, which needs the mask, which needs the
+        # checkpoint; the PaI baseline's own training (one mask) is never longer than the longest chunk
+        last = self.longest_chunk(run.model, epochs, selected)
         return Part(jobs, {key: start.gpu_minutes + pai.gpu_minutes + searching.gpu_minutes + last})
 
     def baseline_run(self, run: wf.Run) -> Part:
@@ -391,10 +395,11 @@ def chunks_text(config: Mapping) -> str:
     """How many masks one job trains, and how: the report's line on train.members and train.mode."""
     costs = Costs(config)
     if costs.members == 1:
-        return "Search selections and ITOP tickets: one job per mask (train.members 1)."
+        return "PaI baselines, search selections and ITOP tickets: one job per mask (train.members 1)."
     how = (f"at once, fused, x{costs.speedup:.2f} speed-up (resources.fused_speedup)" if costs.fused
            else "one after another (train.mode sequential)")
-    return f"Search selections and ITOP tickets: up to {costs.members} masks per job (train.members), trained {how}."
+    return (f"A PaI baseline with its search's selections, and ITOP tickets: up to {costs.members} masks per job "
+            f"(train.members), trained {how}.")
 
 
 def wrap_items(items: list[str], width: int) -> list[str]:

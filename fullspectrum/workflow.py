@@ -279,10 +279,12 @@ def itop_snapshot_dirs(config: Mapping, dataset: str, model: str, seed: int) -> 
 
 
 # ----- many masks per job (fullspectrum.chunk; rules/train.smk: train_chunk, chunk_member) -----------------
-# A group is what one search hands to training ({run}/pags: select{k}, control{k}, equal{k}) or one ITOP run's
-# tickets ({itop run}/snap{k}); its members, in order, are trained in chunks of `train.members` by one job each.
+# A group is a run's PaI baseline and what its search hands to training ({run}/pai, then {run}/pags/select{k},
+# control{k}, equal{k}: one starting point and one seed) or one ITOP run's tickets ({itop run}/snap{k}); its
+# members, in order, are trained in chunks of `train.members` by one job each.
 CHUNK_GROUP = r".+/pags|.+/itop/pre\d+/s\d+"
-CHUNK_MEMBER = r".+/pags/(?:select|control|equal)\d+|.+/itop/pre\d+/s\d+/snap\d+"
+CHUNK_MEMBER = (r".+/pre\d+/s\d+/pai|.+/pags/(?:select|control|equal)\d+|"
+                r".+/itop/pre\d+/s\d+/snap\d+")
 
 
 def chunked(config: Mapping) -> bool:
@@ -307,10 +309,15 @@ def chunk_dir(group: str, k: int) -> str:
     return f"{group}/train/chunk{k}"
 
 
+def group_of(mask_dir: str) -> str:
+    """The group a chunk member belongs to: its run's pags/ for the PaI baseline, else the folder above it."""
+    run, leaf = os.path.split(mask_dir.rstrip("/"))
+    return f"{run}/pags" if leaf == "pai" else run
+
+
 def chunk_of(member_dirs: list[str], mask_dir: str, members: int) -> str:
     """The chunk folder that trains `mask_dir`, one of its group's `member_dirs` (in order)."""
-    group, _ = os.path.split(mask_dir.rstrip("/"))
-    return chunk_dir(group, member_dirs.index(mask_dir.rstrip("/")) // members)
+    return chunk_dir(group_of(mask_dir), member_dirs.index(mask_dir.rstrip("/")) // members)
 
 
 def chunk_members(member_dirs: list[str], k: int, members: int) -> list[str]:

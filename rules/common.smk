@@ -161,11 +161,13 @@ MEMBERS = TRAIN["members"]
 
 
 def group_member_dirs(group):
-    """A group's mask directories in training order (a search's: evaluates the search checkpoint)."""
+    """A group's mask directories in training order (a search's: its run's PaI baseline, then what the search hands
+    to training, which evaluates the search checkpoint)."""
     parts = wf.parse_group(group)
     if parts["kind"] == "search":
-        return selected_mask_dirs(wf.Run(parts["dataset"], parts["model"], float(parts["density"]), parts["method"],
-                                         parts["iters"], parts["seed"]))
+        run = wf.Run(parts["dataset"], parts["model"], float(parts["density"]), parts["method"], parts["iters"],
+                     parts["seed"])
+        return [f"{run.dir(RESULTS)}/pai"] + selected_mask_dirs(run)
     return wf.itop_snapshot_dirs(config, parts["dataset"], parts["model"], parts["seed"])
 
 
@@ -198,8 +200,7 @@ def chunk_seed(wildcards):
 
 def member_chunk(wildcards):
     """The chunk folder that trains a member's mask."""
-    group = os.path.dirname(wildcards.maskdir)
-    return wf.chunk_of(group_member_dirs(group), wildcards.maskdir, MEMBERS)
+    return wf.chunk_of(group_member_dirs(wf.group_of(wildcards.maskdir)), wildcards.maskdir, MEMBERS)
 
 
 # Tables and baselines.

@@ -10,7 +10,8 @@ import yaml
 
 from conftest import ROOT, run_snakemake
 
-GPU_RULES = {"pai_mask", "pags_search", "sparse_train", "lth_dense_round", "lth_round", "early_bird", "itop"}
+GPU_RULES = {"pai_mask", "pags_search", "sparse_train", "train_chunk", "lth_dense_round", "lth_round", "early_bird",
+             "itop"}
 LOCAL_RULES = {"prepare_data", "table", "figure", "lth_summary", "pags_results"}
 # import name -> pip distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "PyYAML"}

@@ -223,18 +223,19 @@ def test_fused_with_speedup_2_halves_the_chunks_gpu_minutes(small, tmp_path):
 
 
 def test_the_chain_ends_with_the_longest_chunk(small, tmp_path):
-    """Members 4, each search selecting 1..3: its single chunk trains 1..3 masks, 10..30 min. SNIP's chain: mask 0.1
-    + search 2.2 + 10..30; ERK's 2.0 + 10..30; LTH's 8 + 10 = 18; the figure's ITOP 2 + 3 tickets in one chunk 30."""
+    """Members 4, each search selecting 1..3: its PaI baseline and selections train in one chunk of 2..4 masks,
+    20..40 min. SNIP's chain: mask 0.1 + search 2.2 + 20..40; ERK's 2.0 + 20..40; LTH's 8 + 10 = 18; the figure's
+    ITOP 2 + 3 tickets in one chunk 30."""
     out = plan.plan(config_with(small, tmp_path, {"train": {"members": 4}}), gpus=1000)
     table, fig = out["table1"], out["fig1"]
-    assert table.jobs_per_rule["train_chunk"] == plan.exact(2)  # one per search
-    assert table.jobs_per_rule["chunk_member"] == plan.Span(2, 6)
-    assert table.jobs_per_rule["sparse_train"] == plan.exact(4)  # 2 PaI baselines, the LTH and EB tickets
+    assert table.jobs_per_rule["train_chunk"] == plan.exact(2)  # one per search, its PaI baseline with it
+    assert table.jobs_per_rule["chunk_member"] == plan.Span(4, 8)
+    assert table.jobs_per_rule["sparse_train"] == plan.exact(2)  # the LTH and EB tickets
     assert table.trainings == plan.Span(9, 13) and table.epochs == plan.Span(74, 114)  # as with a job per mask
-    assert table.wall_hours.lo == pytest.approx(18 / 60) and table.wall_hours.hi == pytest.approx(32.3 / 60)
+    assert table.wall_hours.lo == pytest.approx(22.3 / 60) and table.wall_hours.hi == pytest.approx(42.3 / 60)
     assert fig.wall_hours == plan.exact(32 / 60)
-    # pretrain 1, pai_mask 2, pags_search 2, train_chunk 2 + 1 (the tickets), sparse_train 4, LTH 1 + 1, EB 1, ITOP 1
-    assert out["total"].slurm_jobs == plan.exact(1 + 2 + 2 + 3 + 4 + 2 + 1 + 1)
+    # pretrain 1, pai_mask 2, pags_search 2, train_chunk 2 + 1 (the tickets), sparse_train 2, LTH 1 + 1, EB 1, ITOP 1
+    assert out["total"].slurm_jobs == plan.exact(1 + 2 + 2 + 3 + 2 + 2 + 1 + 1)
 
 
 def test_chunk_minutes(small, tmp_path):
