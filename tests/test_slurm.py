@@ -32,7 +32,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = "profiles/slurm"
-GPU_RULES = {"pai_mask", "pags_search", "sparse_train"}  # the slice's rules that declare `gpu` (test_slurm.yaml: 1)
+GPU_RULES = {"pai_mask", "pags_search", "train_chunk"}  # the slice's rules that declare `gpu` (test_slurm.yaml: 1)
 CONFIGFILE = "config/test_slurm.yaml"
 TARGET = "slurm_slice"
 # Hard limit for the whole SLURM run (seconds); override for slow machines.
