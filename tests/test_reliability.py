@@ -243,14 +243,17 @@ def test_a_changed_hyperparameter_reruns_exactly_the_steps_that_use_it(checkout,
     # initialisation, the PaI mask, the search or the graph metrics (which do not train).
     jobs, output = dry_run_jobs(checkout, results, edited_config(checkout, "lr", lambda c: c["train"].update(lr=0.05)))
     selections = len([d for d in mask_dirs(reference_run["dir"]) if "pags" in str(d)])
-    # the search's masks train in one chunk (train.members 16), each then copied into its mask directory
-    assert jobs == {"sparse_train": 1, "train_chunk": 1, "chunk_member": selections, "pags_results": 1, "table": 1,
-                    TARGET: 1}, output[-3000:]
+    # the PaI baseline and the search's masks train in one chunk (train.members 16), each then copied into its
+    # mask directory
+    assert jobs == {"train_chunk": 1, "chunk_member": 1 + selections, "pags_results": 1, "table": 1, TARGET: 1}, \
+        output[-3000:]
     assert "params have changed since last execution" in output
-    # search.population: the search and everything after it, not the PaI baseline's training
+    # search.population: the search and everything after it, which with chunks includes the PaI baseline's training
+    # (it trains in its search's chunk; not the PaI mask); the chunk's jobs are planned once the search has run
     jobs, output = dry_run_jobs(checkout, results,
                                 edited_config(checkout, "population", lambda c: c["search"].update(population=3)))
-    assert set(jobs) == {"pags_search", "pags_results", "table", TARGET}, output[-3000:]
+    assert set(jobs) == {"pags_search", "chunk_member", "pags_results", "table", TARGET}, output[-3000:]
+    assert jobs["chunk_member"] == 1 and "pai_mask" not in jobs  # the PaI baseline's, waiting on the search
     # pretrain.lr: only pretrained checkpoints (@N > 0) train; this grid starts every run from @0, the untrained
     # initialisation, so nothing changes
     for name, edit in [("pretrain_lr", lambda c: c["pretrain"].update(lr=0.05)), ("same", lambda c: None)]:
