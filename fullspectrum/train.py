@@ -2,7 +2,7 @@
 
 Masked SGD: after every optimiser step, weights and momentum buffers of all prunable layers are multiplied by
 their masks in one fused `_foreach_mul_`. State (model, optimiser, RNG, masks, callbacks, epoch, step) is written
-atomically at the first epoch end `checkpoint_minutes` after the last write (0: every epoch) and on
+atomically at the first epoch end `checkpoint_minutes` after the last write (0: every epoch), at the end, and on
 SIGTERM/SIGUSR1, so a killed or preempted run resumes where it stopped and ends with the same bits as an
 uninterrupted one (on the CPU). Writing by time, not by epoch, is what keeps a 250-epoch CIFAR run from writing
 250 full checkpoints to a cluster's shared file system.

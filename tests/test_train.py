@@ -84,6 +84,36 @@ def test_crash_resumes_from_the_last_epoch_checkpoint(digits, tmp_path, uninterr
     assert_same_bits(state(resumed.model), uninterrupted[0])
 
 
+def test_checkpoints_are_written_by_time_and_their_bytes_counted(digits, tmp_path, uninterrupted):
+    """checkpoint_minutes 0: a state at every epoch end; 60: only the end's. Either way the same bits, and
+    metrics.json's byte count is what went to disk; a resume counts the state it read, and 60 minutes later
+    keeps the run's identity (a resume goes on)."""
+    def run(minutes, path, callbacks=()):
+        model = tiny()
+        cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, checkpoint_minutes=minutes)
+        trainer = Trainer(model, digits, cfg, seed=0, masks=random_masks(model), checkpoint=path,
+                          callbacks=list(callbacks), progress=False)
+        return trainer, trainer.fit()
+
+    every, every_metrics = run(0, tmp_path / "every.pt")
+    rarely, rarely_metrics = run(60, tmp_path / "rarely.pt")
+    assert every_metrics["checkpoints_written"] == 2 and rarely_metrics["checkpoints_written"] == 1
+    assert rarely_metrics["checkpoint_bytes"] == (tmp_path / "rarely.pt").stat().st_size
+    assert every_metrics["checkpoint_bytes"] > 1.9 * (tmp_path / "every.pt").stat().st_size
+    assert_same_bits(state(every.model), uninterrupted[0])
+    assert_same_bits(state(rarely.model), uninterrupted[0])
+    # stopped mid-run with checkpoint_minutes 0, resumed with 60: the same run, its first state counted
+    steps_per_epoch = -(-digits.train_size // CFG.batch_size)
+    with pytest.raises(KeyboardInterrupt):
+        run(0, tmp_path / "resumed.pt", [CrashAt(steps_per_epoch + 3)])
+    first = (tmp_path / "resumed.pt").stat().st_size
+    resumed, metrics = run(60, tmp_path / "resumed.pt")
+    assert resumed.resumed_from == {"epoch": 1, "step": steps_per_epoch}
+    assert metrics["checkpoints_written"] == 2 and metrics["checkpoint_bytes"] == first + (
+        tmp_path / "resumed.pt").stat().st_size
+    assert_same_bits(state(resumed.model), uninterrupted[0])
+
+
 def test_checkpoint_of_other_hyperparameters_is_not_resumed(digits, tmp_path):
     checkpoint = tmp_path / "state.pt"
     model = tiny()
