@@ -8,7 +8,6 @@ untouched, since no member reads another's channels. Its checkpoint is the fused
 
 from __future__ import annotations
 
-import copy
 from typing import Mapping, Sequence
 
 import torch
@@ -31,11 +30,9 @@ class FusedTrainer(Trainer):
         self.names = list(names)
         self.member_density = [density(m) for m in masks]
         self.diverged: dict[str, str] = {}
-        fused = fuse_models([copy.deepcopy(m).cpu() for m in models])
-        super().__init__(fused, data, cfg, seed=seed, masks=fuse_masks([{k: v.cpu() for k, v in m.items()}
-                                                                        for m in masks]),
-                         checkpoint=checkpoint, identity={"members": self.names, **(identity or {})},
-                         progress=progress, desc=desc)
+        # fuse_models copies what it reads, so the members need no copy of their own
+        super().__init__(fuse_models(models), data, cfg, seed=seed, masks=fuse_masks(masks), checkpoint=checkpoint,
+                         identity={"member_names": self.names, **(identity or {})}, progress=progress, desc=desc)
 
     @property
     def members(self) -> int:
